@@ -1,0 +1,44 @@
+# Tollgate's build, test and benchmark entry points.
+GO ?= go
+PKGS := ./...
+
+.PHONY: all build test test-unit test-e2e vet bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o bin/tollgate ./cmd/tollgate
+
+# Every test: unit, in-process cluster and end-to-end tests (real `tollgate node`
+# processes, in cmd/tollgate) under the race detector, then short fuzz runs.
+test: vet test-unit fuzz
+
+vet:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+test-unit:
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+test-e2e:
+	$(GO) test -race -count=1 -timeout 15m ./cmd/tollgate/
+
+# Native fuzzers, briefly: each target runs FUZZTIME on top of its seed corpus.
+FUZZTIME ?= 10s
+fuzz:
+	@grep -rl --include='*_test.go' '^func Fuzz' . | while read f; do \
+	  pkg=./$$(dirname $$f); \
+	  for fn in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$f | sed 's/^func //'); do \
+	    echo "fuzz $$pkg $$fn"; \
+	    $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+# The benchmark: Tollgate against the backend direct, nginx and a bare fasthttp proxy,
+# in one run. PROFILE=1 also writes CPU and heap profiles of Tollgate under load.
+bench:
+	$(GO) run ./bench $(if $(PROFILE),-profile) $(BENCHFLAGS)
+
+clean:
+	rm -rf bin

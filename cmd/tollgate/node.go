@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tollgate/tollgate/node"
+)
+
+func nodeCommand() *cobra.Command {
+	cfg := node.Defaults()
+	var join string
+	var logLevel string
+	cmd := &cobra.Command{
+		Use:   "node",
+		Short: "Run a Tollgate node",
+		Long: `Run a Tollgate node. With no flags: a one-node cluster in ./tollgate-data, the data
+plane on :8080, the admin API on 127.0.0.1:9080, raft on 127.0.0.1:7000, gossip on
+127.0.0.1:7946, base domain localhost (group g is reached at g.localhost:8080).
+
+The admin token is $TOLLGATE_ADMIN_TOKEN, or generated on first start into
+DATA/admin-token. SIGTERM or SIGINT drains the node and stops it cleanly.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level: %v", err)
+			}
+			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			cfg.RaftLog = os.Stderr
+			cfg.AdminToken = os.Getenv("TOLLGATE_ADMIN_TOKEN")
+			for _, a := range strings.Split(join, ",") {
+				if a = strings.TrimSpace(a); a != "" {
+					cfg.Join = append(cfg.Join, a)
+				}
+			}
+			n, err := node.Start(cfg)
+			if err != nil {
+				return err
+			}
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+			s := <-sig
+			cfg.Logger.Info("draining", "signal", s.String())
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			return n.Close(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data", cfg.DataDir, "data directory (raft log, snapshots, node id, admin token)")
+	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "data plane address")
+	f.StringVar(&cfg.Admin, "admin", cfg.Admin, "admin API address (also /healthz, /readyz, /metrics)")
+	f.StringVar(&cfg.Raft, "raft", cfg.Raft, "raft address (host:port other nodes can reach)")
+	f.StringVar(&cfg.Gossip, "gossip", cfg.Gossip, "gossip address (host:port other nodes can reach)")
+	f.StringVar(&cfg.BaseDomain, "base-domain", cfg.BaseDomain, "base domain: group g is reached at g.<base-domain>")
+	f.StringVar(&cfg.NodeID, "node-id", cfg.NodeID, "node id (default: stored in the data dir, or generated)")
+	f.StringVar(&join, "join", "", "gossip address(es) of cluster members to join, comma-separated")
+	f.IntVar(&cfg.MaxBodySize, "max-body", cfg.MaxBodySize, "largest request body the data plane accepts, in bytes")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	return cmd
+}

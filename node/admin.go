@@ -1,0 +1,419 @@
+package node
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/pprof"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tollgate/tollgate/cluster"
+	"github.com/tollgate/tollgate/fsm"
+)
+
+// maxAdminBody bounds what one admin request may send: a bundle of 10,000 APIs is a
+// few MiB.
+const maxAdminBody = 64 << 20
+
+// writeTimeout bounds how long an admin write waits for raft to commit it.
+const writeTimeout = 10 * time.Second
+
+// APIError is the JSON error every admin endpoint answers with.
+type APIError struct {
+	Status  int              `json:"status"`
+	Message string           `json:"message"`
+	Fields  []fsm.FieldError `json:"fields,omitempty"`
+}
+
+func (e *APIError) Error() string { return e.Message }
+
+func (n *Node) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !n.Ready() {
+			http.Error(w, "not ready\n", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET /metrics", n.auth(promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg})))
+	mux.Handle("/debug/pprof/", n.auth(http.HandlerFunc(pprof.Index)))
+	mux.Handle("/debug/pprof/profile", n.auth(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("/debug/pprof/trace", n.auth(http.HandlerFunc(pprof.Trace)))
+
+	api := func(pattern string, h func(*http.Request) (any, error)) {
+		mux.Handle(pattern, n.auth(jsonHandler(h)))
+	}
+	api("GET /v1/state", n.getState)
+	api("POST /v1/apply", n.postApply)
+	api("GET /v1/groups", n.listGroups)
+	api("GET /v1/groups/{group}", n.getGroup)
+	api("GET /v1/apis", n.listAPIs)
+	api("GET /v1/apis/{group}/{api}", n.getAPI)
+	api("POST /v1/apis/{group}/{api}/deploy", n.postDeploy)
+	api("POST /v1/apis/{group}/{api}/undeploy", n.postUndeploy)
+	api("POST /v1/apis/{group}/{api}/rollback", n.postRollback)
+	api("GET /v1/apis/{group}/{api}/history", n.getHistory)
+	api("GET /v1/apps", n.listApps)
+	api("GET /v1/apps/{app}", n.getApp)
+	api("GET /v1/grants", n.listGrants)
+	api("GET /v1/members", n.listMembers)
+	api("/v1/", func(r *http.Request) (any, error) {
+		return nil, &APIError{Status: http.StatusNotFound, Message: fmt.Sprintf("no admin endpoint %s %s", r.Method, r.URL.Path)}
+	})
+	return mux
+}
+
+// auth requires the admin bearer token, compared in constant time.
+func (n *Node) auth(h http.Handler) http.Handler {
+	want := []byte("Bearer " + n.token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := []byte(r.Header.Get("Authorization"))
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="tollgate"`)
+			writeJSON(w, http.StatusUnauthorized, map[string]any{"error": &APIError{Status: 401,
+				Message: "missing or wrong admin token: send Authorization: Bearer <token> (TOLLGATE_ADMIN_TOKEN, or the admin-token file in the node's data dir)"}})
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func jsonHandler(h func(*http.Request) (any, error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, maxAdminBody)
+		v, err := h(r)
+		if err != nil {
+			e := toAPIError(err)
+			writeJSON(w, e.Status, map[string]any{"error": e})
+			return
+		}
+		writeJSON(w, http.StatusOK, v)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func toAPIError(err error) *APIError {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	var ve *fsm.ValidationError
+	if errors.As(err, &ve) {
+		return &APIError{Status: http.StatusUnprocessableEntity, Message: err.Error(), Fields: ve.Errors}
+	}
+	switch {
+	case errors.Is(err, fsm.ErrNotFound):
+		return &APIError{Status: http.StatusNotFound, Message: err.Error()}
+	case errors.Is(err, fsm.ErrInvalid):
+		return &APIError{Status: http.StatusBadRequest, Message: err.Error()}
+	case errors.Is(err, cluster.ErrNoLeader), errors.Is(err, raft.ErrNotLeader),
+		errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrRaftShutdown):
+		return &APIError{Status: http.StatusServiceUnavailable, Message: err.Error()}
+	}
+	return &APIError{Status: http.StatusInternalServerError, Message: err.Error()}
+}
+
+func badRequest(format string, args ...any) error {
+	return &APIError{Status: http.StatusBadRequest, Message: fmt.Sprintf(format, args...)}
+}
+
+func decodeBody(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		return badRequest("request body: %v", err)
+	}
+	return nil
+}
+
+// propose commits a command and waits until this node's data plane serves it.
+func (n *Node) propose(t fsm.CommandType, body any) (any, error) {
+	data, err := fsm.Encode(t, body)
+	if err != nil {
+		return nil, err
+	}
+	res, err := n.raft.Propose(data, writeTimeout)
+	if err != nil {
+		return nil, err
+	}
+	n.waitServed(n.fsm.AppliedIndex(), 2*time.Second)
+	return res, nil
+}
+
+// ApplyResult is the answer of /v1/apply.
+type ApplyResult struct {
+	DryRun bool      `json:"dryRun"`
+	Plan   *fsm.Plan `json:"plan"`
+	Index  uint64    `json:"index"`
+}
+
+func (n *Node) postApply(r *http.Request) (any, error) {
+	var b fsm.Bundle
+	if err := decodeBody(r, &b); err != nil {
+		return nil, err
+	}
+	if err := b.Validate(); err != nil {
+		return nil, err
+	}
+	// Credentials are drawn here, not in the FSM: Apply must be deterministic on every
+	// node. The FSM keeps an existing app's credentials and uses these only for new ones.
+	for i := range b.Apps {
+		b.Apps[i].Generated = &fsm.Credentials{Key: randomDigits(9), Secret: randomHex(16), Code: randomHex(16)}
+	}
+	cmd := &fsm.ApplyBundle{Bundle: b, At: time.Now().UTC()}
+	dry, _ := strconv.ParseBool(r.URL.Query().Get("dryRun"))
+	if dry {
+		res, err := n.fsm.ApplyLocal(fsm.CmdApplyBundle, cmd)
+		if err != nil {
+			return nil, err
+		}
+		return &ApplyResult{DryRun: true, Plan: res.(*fsm.Plan), Index: n.fsm.State().Index}, nil
+	}
+	// Refuse before proposing, so a bad bundle never enters the log.
+	if _, err := n.fsm.ApplyLocal(fsm.CmdApplyBundle, cmd); err != nil {
+		return nil, err
+	}
+	res, err := n.propose(fsm.CmdApplyBundle, cmd)
+	if err != nil {
+		return nil, err
+	}
+	return &ApplyResult{Plan: res.(*fsm.Plan), Index: n.fsm.State().Index}, nil
+}
+
+func (n *Node) getState(r *http.Request) (any, error) { return n.fsm.State(), nil }
+
+func (n *Node) listGroups(r *http.Request) (any, error) {
+	s := n.fsm.State()
+	out := []fsm.Group{}
+	for _, k := range fsm.SortedKeys(s.Groups) {
+		out = append(out, s.Groups[k])
+	}
+	return out, nil
+}
+
+func (n *Node) getGroup(r *http.Request) (any, error) {
+	g, ok := n.fsm.State().Groups[r.PathValue("group")]
+	if !ok {
+		return nil, &APIError{Status: 404, Message: fmt.Sprintf("group %q not found", r.PathValue("group"))}
+	}
+	return g, nil
+}
+
+// APIView is an API with what each stage serves.
+type APIView struct {
+	fsm.API
+	Stages map[fsm.Stage]StageView `json:"stages"`
+}
+
+// StageView is an API's deployment in one stage.
+type StageView struct {
+	Current  int `json:"current"`
+	Versions int `json:"versions"`
+}
+
+func apiView(s *fsm.State, a fsm.API) APIView {
+	v := APIView{API: a, Stages: map[fsm.Stage]StageView{}}
+	for _, st := range fsm.Stages {
+		if d, ok := s.Deployments[fsm.DeploymentKey(a.Ref(), st)]; ok {
+			v.Stages[st] = StageView{Current: d.Current, Versions: len(d.Versions)}
+		}
+	}
+	return v
+}
+
+func (n *Node) listAPIs(r *http.Request) (any, error) {
+	s := n.fsm.State()
+	group := r.URL.Query().Get("group")
+	out := []APIView{}
+	for _, k := range fsm.SortedKeys(s.APIs) {
+		if a := s.APIs[k]; group == "" || a.Group == group {
+			out = append(out, apiView(s, a))
+		}
+	}
+	return out, nil
+}
+
+func (n *Node) apiRef(r *http.Request) (string, error) {
+	ref := fsm.APIRef(r.PathValue("group"), r.PathValue("api"))
+	if _, ok := n.fsm.State().APIs[ref]; !ok {
+		return "", &APIError{Status: 404, Message: fmt.Sprintf("API %s not found", ref)}
+	}
+	return ref, nil
+}
+
+func (n *Node) getAPI(r *http.Request) (any, error) {
+	ref, err := n.apiRef(r)
+	if err != nil {
+		return nil, err
+	}
+	s := n.fsm.State()
+	return apiView(s, s.APIs[ref]), nil
+}
+
+// StageRequest is the body of deploy, undeploy and rollback.
+type StageRequest struct {
+	Stage   string `json:"stage"`
+	Note    string `json:"note,omitempty"`
+	Version int    `json:"version,omitempty"`
+}
+
+func (n *Node) stageRequest(r *http.Request) (string, fsm.Stage, StageRequest, error) {
+	var req StageRequest
+	ref, err := n.apiRef(r)
+	if err != nil {
+		return "", "", req, err
+	}
+	if err := decodeBody(r, &req); err != nil {
+		return "", "", req, err
+	}
+	st, err := fsm.ParseStage(req.Stage)
+	if err != nil {
+		return "", "", req, badRequest("%v", err)
+	}
+	return ref, st, req, nil
+}
+
+func (n *Node) postDeploy(r *http.Request) (any, error) {
+	ref, st, req, err := n.stageRequest(r)
+	if err != nil {
+		return nil, err
+	}
+	return n.propose(fsm.CmdDeploy, &fsm.Deploy{API: ref, Stage: st, Note: req.Note, At: time.Now().UTC()})
+}
+
+func (n *Node) postUndeploy(r *http.Request) (any, error) {
+	ref, st, _, err := n.stageRequest(r)
+	if err != nil {
+		return nil, err
+	}
+	return n.propose(fsm.CmdUndeploy, &fsm.Undeploy{API: ref, Stage: st})
+}
+
+func (n *Node) postRollback(r *http.Request) (any, error) {
+	ref, st, req, err := n.stageRequest(r)
+	if err != nil {
+		return nil, err
+	}
+	if req.Version < 1 {
+		return nil, badRequest("rollback needs a version (1 or more)")
+	}
+	return n.propose(fsm.CmdRollback, &fsm.Rollback{API: ref, Stage: st, Version: req.Version})
+}
+
+// HistoryView lists an API's versions in a stage.
+type HistoryView struct {
+	API      string        `json:"api"`
+	Stage    fsm.Stage     `json:"stage"`
+	Current  int           `json:"current"`
+	Versions []fsm.Version `json:"versions"`
+}
+
+func (n *Node) getHistory(r *http.Request) (any, error) {
+	ref, err := n.apiRef(r)
+	if err != nil {
+		return nil, err
+	}
+	st, err := fsm.ParseStage(r.URL.Query().Get("stage"))
+	if err != nil {
+		return nil, badRequest("%v", err)
+	}
+	d := n.fsm.State().Deployments[fsm.DeploymentKey(ref, st)]
+	v := HistoryView{API: ref, Stage: st, Current: d.Current, Versions: d.Versions}
+	if v.Versions == nil {
+		v.Versions = []fsm.Version{}
+	}
+	return v, nil
+}
+
+func (n *Node) listApps(r *http.Request) (any, error) {
+	s := n.fsm.State()
+	owner := r.URL.Query().Get("owner")
+	out := []fsm.App{}
+	for _, k := range fsm.SortedKeys(s.Apps) {
+		if a := s.Apps[k]; owner == "" || a.Owner == owner {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+func (n *Node) getApp(r *http.Request) (any, error) {
+	a, ok := n.fsm.State().Apps[r.PathValue("app")]
+	if !ok {
+		return nil, &APIError{Status: 404, Message: fmt.Sprintf("app %q not found", r.PathValue("app"))}
+	}
+	return a, nil
+}
+
+func (n *Node) listGrants(r *http.Request) (any, error) {
+	s := n.fsm.State()
+	out := []fsm.GrantSpec{}
+	for _, k := range fsm.SortedKeys(s.Grants) {
+		g := s.Grants[k]
+		if app := r.URL.Query().Get("app"); app != "" && g.App != app {
+			continue
+		}
+		out = append(out, g)
+	}
+	return out, nil
+}
+
+// Member is one node of the cluster as `tollgate members` shows it.
+type Member struct {
+	ID           string `json:"id"`
+	Role         string `json:"role"` // leader | follower | non-voter
+	Address      string `json:"address"`
+	State        string `json:"state"`
+	AppliedIndex uint64 `json:"appliedIndex,omitempty"`
+}
+
+func (n *Node) listMembers(r *http.Request) (any, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	_, leaderID := n.raft.LeaderWithID()
+	out := []Member{}
+	for _, s := range f.Configuration().Servers {
+		m := Member{ID: string(s.ID), Address: string(s.Address), Role: "follower", State: "alive"}
+		switch {
+		case s.ID == leaderID:
+			m.Role = "leader"
+		case s.Suffrage != raft.Voter:
+			m.Role = "non-voter"
+		}
+		if string(s.ID) == n.cfg.NodeID {
+			m.AppliedIndex = n.fsm.AppliedIndex()
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+func randomDigits(n int) string {
+	h := randomHex(n)
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		b.WriteByte('1' + h[i]%9)
+	}
+	return b.String()
+}

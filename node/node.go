@@ -1,0 +1,331 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tollgate/tollgate/cluster"
+	"github.com/tollgate/tollgate/fsm"
+	"github.com/tollgate/tollgate/proxy"
+)
+
+// Config is a node's configuration: where it keeps data and what it listens on.
+type Config struct {
+	DataDir    string
+	Listen     string // data plane
+	Admin      string // admin API, health, metrics
+	Raft       string
+	Gossip     string
+	BaseDomain string
+	NodeID     string
+	Join       []string
+	// AdminToken is the bearer token of the admin API; empty reads or creates
+	// DataDir/admin-token.
+	AdminToken  string
+	MaxBodySize int
+	Logger      *slog.Logger
+	// RaftLog receives raft's own log lines.
+	RaftLog io.Writer
+}
+
+// Defaults are the values `tollgate node` uses with no flags.
+func Defaults() Config {
+	return Config{
+		DataDir:     "./tollgate-data",
+		Listen:      ":8080",
+		Admin:       "127.0.0.1:9080",
+		Raft:        "127.0.0.1:7000",
+		Gossip:      "127.0.0.1:7946",
+		BaseDomain:  "localhost",
+		MaxBodySize: 8 << 20,
+	}
+}
+
+// TokenFile is the file in the data dir that holds the admin token.
+const TokenFile = "admin-token"
+
+// Node is a running Tollgate node. Its methods are safe for concurrent use.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	fsm     *fsm.FSM
+	raft    *cluster.Raft
+	proxy   *proxy.Proxy
+	reg     *prometheus.Registry
+	token   string
+	started time.Time
+
+	dataLn  net.Listener
+	adminLn net.Listener
+	admin   *http.Server
+
+	// served is the state index the data plane serves; servedCh is closed and replaced
+	// each time it moves, so writers can wait for their change to be live.
+	servedMu sync.Mutex
+	served   uint64
+	servedCh chan struct{}
+
+	ready    atomic.Bool
+	draining atomic.Bool
+	stop     chan struct{}
+	wg       sync.WaitGroup
+}
+
+// Start opens the node's state, starts raft (bootstrapping a one-node cluster on first
+// start), and serves the data plane and the admin API. It returns once every listener
+// is bound; readiness follows when the node has applied its log.
+func Start(cfg Config) (*Node, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if cfg.BaseDomain == "" {
+		cfg.BaseDomain = "localhost"
+	}
+	if cfg.MaxBodySize <= 0 {
+		cfg.MaxBodySize = Defaults().MaxBodySize
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	id, err := nodeID(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cfg.NodeID = id
+	token, err := adminToken(cfg)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", id), fsm: fsm.New(), token: token,
+		started: time.Now(), servedCh: make(chan struct{}), stop: make(chan struct{})}
+
+	n.reg = prometheus.NewRegistry()
+	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n.proxy, err = proxy.New(proxy.Config{
+		BaseDomain:  cfg.BaseDomain,
+		MaxBodySize: cfg.MaxBodySize,
+		Registerer:  n.reg,
+		Ready:       n.Ready,
+		NodeID:      id,
+		Logger:      n.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Bind the listeners before raft starts so that a busy port fails fast and changes
+	// nothing on disk.
+	if n.dataLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("data plane: %w", err)
+	}
+	if n.adminLn, err = net.Listen("tcp", cfg.Admin); err != nil {
+		n.dataLn.Close()
+		return nil, fmt.Errorf("admin API: %w", err)
+	}
+	n.raft, err = cluster.OpenRaft(cluster.RaftConfig{
+		ID: id, Dir: filepath.Join(cfg.DataDir, "raft"), Addr: cfg.Raft,
+		Bootstrap: len(cfg.Join) == 0, LogOutput: cfg.RaftLog,
+	}, n.fsm)
+	if err != nil {
+		n.dataLn.Close()
+		n.adminLn.Close()
+		return nil, err
+	}
+	n.proxy.Update(n.fsm.State())
+	n.wg.Add(3)
+	go n.compileLoop()
+	go n.readyLoop()
+	go func() {
+		defer n.wg.Done()
+		if err := n.proxy.Serve(n.dataLn); err != nil && !n.draining.Load() {
+			n.log.Error("data plane stopped", "err", err)
+		}
+	}()
+	n.admin = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.admin.Serve(n.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("admin API stopped", "err", err)
+		}
+	}()
+	n.log.Info("node started", "listen", n.dataLn.Addr().String(), "admin", n.adminLn.Addr().String(),
+		"raft", cfg.Raft, "base_domain", cfg.BaseDomain, "data", cfg.DataDir)
+	return n, nil
+}
+
+// compileLoop rebuilds the routing table after every state change. Changes coalesce:
+// during a burst of applies it compiles the newest state, not each one.
+func (n *Node) compileLoop() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-n.fsm.Changed():
+		}
+		s := n.fsm.State()
+		n.proxy.Update(s)
+		n.servedMu.Lock()
+		n.served = max(n.served, n.fsm.AppliedIndex())
+		close(n.servedCh)
+		n.servedCh = make(chan struct{})
+		n.servedMu.Unlock()
+	}
+}
+
+// waitServed blocks until the data plane serves a state at or after index, or the
+// timeout passes; so an acknowledged write is live on this node when the caller hears.
+func (n *Node) waitServed(index uint64, timeout time.Duration) bool {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		n.servedMu.Lock()
+		served, ch := n.served, n.servedCh
+		n.servedMu.Unlock()
+		if served >= index {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			return false
+		case <-n.stop:
+			return false
+		}
+	}
+}
+
+// readyLoop marks the node ready once it has a leader and has applied and compiled
+// everything it had on disk when it started.
+func (n *Node) readyLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		addr, _ := n.raft.LeaderWithID()
+		applied := n.fsm.AppliedIndex()
+		if addr == "" || applied < n.raft.StartIndex() {
+			continue
+		}
+		if !n.waitServed(n.fsm.State().Index, 0) {
+			continue
+		}
+		n.ready.Store(true)
+		n.log.Info("node ready", "applied_index", applied)
+		return
+	}
+}
+
+// Ready reports whether the node is caught up and serving, and not draining.
+func (n *Node) Ready() bool { return n.ready.Load() && !n.draining.Load() }
+
+// State returns the node's current replicated state.
+func (n *Node) State() *fsm.State { return n.fsm.State() }
+
+// FSM exposes the node's state machine.
+func (n *Node) FSM() *fsm.FSM { return n.fsm }
+
+// Raft exposes the node's raft replica.
+func (n *Node) Raft() *cluster.Raft { return n.raft }
+
+// ID is the node's id.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+// DataAddr is the data plane's bound address.
+func (n *Node) DataAddr() string { return n.dataLn.Addr().String() }
+
+// AdminAddr is the admin API's bound address.
+func (n *Node) AdminAddr() string { return n.adminLn.Addr().String() }
+
+// Token is the admin API's bearer token.
+func (n *Node) Token() string { return n.token }
+
+// Close drains the node: it stops being ready, lets in-flight requests finish (up to
+// ctx's deadline), then stops raft and closes its store. Every committed change is on
+// disk already; Close loses nothing.
+func (n *Node) Close(ctx context.Context) error {
+	if !n.draining.CompareAndSwap(false, true) {
+		return nil
+	}
+	var errs []error
+	if err := n.proxy.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("data plane: %w", err))
+	}
+	if err := n.admin.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("admin API: %w", err))
+	}
+	close(n.stop)
+	if err := n.raft.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("raft: %w", err))
+	}
+	n.wg.Wait()
+	return errors.Join(errs...)
+}
+
+// nodeID returns the configured id, or the one stored in the data dir, or a new one
+// written there: a node keeps its identity across restarts.
+func nodeID(cfg Config) (string, error) {
+	path := filepath.Join(cfg.DataDir, "node-id")
+	if b, err := os.ReadFile(path); err == nil {
+		stored := strings.TrimSpace(string(b))
+		if cfg.NodeID != "" && cfg.NodeID != stored {
+			return "", fmt.Errorf("node id %q does not match %q stored in %s: a data dir belongs to one node", cfg.NodeID, stored, path)
+		}
+		return stored, nil
+	}
+	id := cfg.NodeID
+	if id == "" {
+		host, _ := os.Hostname()
+		id = fmt.Sprintf("%s-%s", host, randomHex(3))
+	}
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write node id: %w", err)
+	}
+	return id, nil
+}
+
+func adminToken(cfg Config) (string, error) {
+	if cfg.AdminToken != "" {
+		return cfg.AdminToken, nil
+	}
+	path := filepath.Join(cfg.DataDir, TokenFile)
+	if b, err := os.ReadFile(path); err == nil {
+		if t := strings.TrimSpace(string(b)); t != "" {
+			return t, nil
+		}
+	}
+	t := randomHex(24)
+	if err := os.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write admin token: %w", err)
+	}
+	return t, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return hex.EncodeToString(b)
+}
