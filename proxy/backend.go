@@ -1,0 +1,447 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/tollgate/tollgate/fsm"
+	"github.com/valyala/fasthttp"
+)
+
+// Defaults for backends; Config can override the node-wide ones.
+const (
+	defaultBackendTimeout   = 10 * time.Second
+	defaultMaxConns         = 1024
+	defaultMaxResponseBody  = 32 << 20
+	maxMockDelay            = 30 * time.Second
+	defaultMaxConnWait      = time.Second
+	defaultIdleConnDuration = 30 * time.Second
+)
+
+var (
+	hdrErrorCode     = []byte("X-Ca-Error-Code")
+	hdrErrorMessage  = []byte("X-Ca-Error-Message")
+	hdrRequestID     = []byte("X-Ca-Request-Id")
+	hdrStage         = []byte("X-Ca-Stage")
+	hdrXFF           = []byte("X-Forwarded-For")
+	hdrXFProto       = []byte("X-Forwarded-Proto")
+	hdrXFHost        = []byte("X-Forwarded-Host")
+	contentTypeJSON  = []byte("application/json; charset=utf-8")
+	schemeHTTP       = []byte("http")
+	schemeHTTPS      = []byte("https")
+	commaSpace       = []byte(", ")
+	optClose         = []byte("close")
+	optKeepAlive     = []byte("keep-alive")
+	hopByHopHeaders  = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+	hdrConnection    = "Connection"
+	hdrExpect        = "Expect"
+	errNoBackendURL  = errors.New("http backend has no url")
+	errUnknownScheme = errors.New("backend url scheme must be http or https")
+)
+
+func errUnknownBackend(t string) error {
+	return fmt.Errorf("unknown backend type %q (want http or mock)", t)
+}
+
+// mock answers from the gateway itself with a fixed status, headers and body.
+type mock struct {
+	status  int
+	headers [][2][]byte
+	body    []byte
+	delay   time.Duration
+}
+
+func newMock(b *fsm.Backend) (Step, error) {
+	m := &mock{status: b.Status, body: []byte(b.Body), delay: b.Delay.D()}
+	if m.status == 0 {
+		m.status = fasthttp.StatusOK
+	}
+	if m.status < 100 || m.status > 999 {
+		return nil, fmt.Errorf("mock status %d is not an HTTP status", m.status)
+	}
+	// The delay sleeps on the connection's own goroutine (fasthttp runs one per
+	// connection), so it holds no core; it is capped so a typo cannot pin connections.
+	if m.delay < 0 {
+		m.delay = 0
+	}
+	if m.delay > maxMockDelay {
+		m.delay = maxMockDelay
+	}
+	hasType := false
+	for _, k := range sortedKeys(b.Headers) {
+		if strings.ContainsAny(k, "\r\n:") || strings.ContainsAny(b.Headers[k], "\r\n") {
+			return nil, fmt.Errorf("mock header %q is malformed", k)
+		}
+		ck := fasthttp.AppendNormalizedHeaderKey(nil, k)
+		if strings.EqualFold(k, "Content-Type") {
+			hasType = true
+		}
+		m.headers = append(m.headers, [2][]byte{ck, []byte(b.Headers[k])})
+	}
+	if !hasType && len(m.body) > 0 && (m.body[0] == '{' || m.body[0] == '[') {
+		m.headers = append(m.headers, [2][]byte{[]byte("Content-Type"), contentTypeJSON})
+	}
+	return m.serve, nil
+}
+
+func (m *mock) serve(c *Call) bool {
+	if m.delay > 0 {
+		time.Sleep(m.delay)
+	}
+	resp := &c.Ctx.Response
+	resp.SetStatusCode(m.status)
+	for _, h := range m.headers {
+		resp.Header.SetCanonical(h[0], h[1])
+	}
+	// SetBodyRaw shares the compiled body instead of copying it; fasthttp never writes
+	// into a response body it did not allocate.
+	resp.SetBodyRaw(m.body)
+	return true
+}
+
+// pathPart is a piece of a backend path template: literal text (already escaped) or the
+// index of a path parameter whose value is escaped into it per request.
+type pathPart struct {
+	lit   []byte
+	param int // -1 for a literal
+}
+
+// httpBackend forwards to an http or https backend through a shared HostClient.
+type httpBackend struct {
+	client  *fasthttp.HostClient
+	scheme  []byte
+	host    []byte // Host header and URI host for the backend
+	path    []pathPart
+	method  []byte // override; nil keeps the client's method
+	timeout time.Duration
+}
+
+// clientKey identifies a HostClient: calls to the same scheme, address and CA share one
+// pool of keep-alive connections, across routes and across table rebuilds.
+func clientKey(scheme, addr, ca string) string {
+	k := scheme + "://" + addr
+	if ca != "" {
+		s := sha256.Sum256([]byte(ca))
+		k += "#" + hex.EncodeToString(s[:8])
+	}
+	return k
+}
+
+func (b *builder) newHTTP(r *Route, def *fsm.APIDef) (Step, error) {
+	be := &def.Backend
+	if be.URL == "" {
+		return nil, errNoBackendURL
+	}
+	u, err := url.Parse(be.URL)
+	if err != nil {
+		return nil, fmt.Errorf("backend url %q: %v", be.URL, err)
+	}
+	scheme := strings.ToLower(u.Scheme)
+	if scheme != "http" && scheme != "https" {
+		return nil, errUnknownScheme
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("backend url %q has no host", be.URL)
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		port := "80"
+		if scheme == "https" {
+			port = "443"
+		}
+		addr = net.JoinHostPort(u.Hostname(), port)
+	}
+	h := &httpBackend{
+		scheme:  schemeHTTP,
+		host:    []byte(u.Host),
+		timeout: be.Timeout.D(),
+	}
+	if scheme == "https" {
+		h.scheme = schemeHTTPS
+	}
+	if h.timeout <= 0 {
+		h.timeout = defaultBackendTimeout
+	}
+	if be.Method != "" && !strings.EqualFold(be.Method, "ANY") {
+		h.method = []byte(strings.ToUpper(be.Method))
+	}
+	tmpl := be.Path
+	if tmpl == "" {
+		tmpl = def.Path // no backend path: forward to the same path as the API's
+	}
+	if h.path, err = compileBackendPath(strings.TrimSuffix(u.Path, "/"), tmpl, r.paramNames); err != nil {
+		return nil, err
+	}
+	if h.client, err = b.client(scheme, addr, u.Hostname(), be.CA); err != nil {
+		return nil, err
+	}
+	return h.serve, nil
+}
+
+// compileBackendPath turns prefix+tmpl (like /v2/weather/[city]) into parts. Literals
+// are escaped once here; parameter values are escaped per request.
+func compileBackendPath(prefix, tmpl string, names []string) ([]pathPart, error) {
+	if !strings.HasPrefix(tmpl, "/") {
+		tmpl = "/" + tmpl
+	}
+	var parts []pathPart
+	lit := []byte(prefix)
+	segs := strings.Split(tmpl[1:], "/")
+	for _, s := range segs {
+		lit = append(lit, '/')
+		if len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']' {
+			name := s[1 : len(s)-1]
+			idx := -1
+			for i, n := range names {
+				if n == name {
+					idx = i
+				}
+			}
+			if idx < 0 {
+				return nil, fmt.Errorf("backend path %q names parameter [%s] that the API path does not have", tmpl, name)
+			}
+			parts = append(parts, pathPart{lit: lit, param: -1}, pathPart{param: idx})
+			lit = nil
+			continue
+		}
+		d, err := url.PathUnescape(s)
+		if err != nil {
+			return nil, fmt.Errorf("backend path %q: %v", tmpl, err)
+		}
+		lit = appendEscapedSegment(lit, []byte(d))
+	}
+	if len(lit) > 0 {
+		parts = append(parts, pathPart{lit: lit, param: -1})
+	}
+	return parts, nil
+}
+
+// segmentSafe marks the bytes left unescaped in a path segment: RFC 3986 unreserved
+// characters and the sub-delimiters that mean nothing special inside a segment.
+var segmentSafe = func() (t [256]bool) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+	}
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = true
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for _, c := range "-._~!$&'()*,;=:@" {
+		t[c] = true
+	}
+	return t
+}()
+
+// appendEscapedSegment percent-encodes v as one path segment: '/', '?', '#', '%', '+',
+// spaces and non-ASCII bytes are escaped, so a decoded parameter value reaches the
+// backend as exactly one segment with the same value.
+func appendEscapedSegment(dst, v []byte) []byte {
+	const hexUpper = "0123456789ABCDEF"
+	for _, c := range v {
+		if segmentSafe[c] {
+			dst = append(dst, c)
+		} else {
+			dst = append(dst, '%', hexUpper[c>>4], hexUpper[c&0xf])
+		}
+	}
+	return dst
+}
+
+// serve forwards the request in place: ctx.Request becomes the backend request and the
+// backend's answer is read straight into ctx.Response, so nothing is copied twice.
+func (h *httpBackend) serve(c *Call) bool {
+	ctx := c.Ctx
+	req := &ctx.Request
+
+	// Backend path first: params point into c.path, which the URI change below leaves alone.
+	p := c.buf[:0]
+	for i := range h.path {
+		if h.path[i].param < 0 {
+			p = append(p, h.path[i].lit...)
+		} else {
+			p = appendEscapedSegment(p, c.params.v[h.path[i].param])
+		}
+	}
+	c.buf = p
+
+	// X-Forwarded-Host carries the client's Host before it becomes the backend's.
+	req.Header.SetCanonical(hdrXFHost, req.Header.Host())
+	stripHopByHop(&req.Header, c)
+	req.Header.Del(hdrExpect) // the body is already read; the backend gets it whole
+	c.appendXFF(req)
+	if ctx.IsTLS() {
+		req.Header.SetCanonical(hdrXFProto, schemeHTTPS)
+	} else {
+		req.Header.SetCanonical(hdrXFProto, schemeHTTP)
+	}
+
+	uri := req.URI()
+	uri.SetSchemeBytes(h.scheme)
+	uri.SetHostBytes(h.host)
+	uri.SetPathBytes(p) // sent verbatim: the client has DisablePathNormalizing set
+	req.Header.SetHostBytes(h.host)
+	if h.method != nil {
+		req.Header.SetMethodBytes(h.method)
+	}
+	// The client's Connection: close is the server's business (fasthttp recorded it
+	// before calling us); the backend connection stays keep-alive.
+	req.Header.ResetConnectionClose()
+
+	start := time.Now()
+	err := h.client.DoTimeout(req, &ctx.Response, h.timeout)
+	c.BackendTime = time.Since(start)
+	if err != nil {
+		return c.Fail(backendError(err))
+	}
+	resp := &ctx.Response
+	stripHopByHopResponse(&resp.Header, c)
+	// A backend closing its connection says nothing about the client's.
+	resp.Header.ResetConnectionClose()
+	return true
+}
+
+// backendError maps a HostClient error to a row of the error table.
+func backendError(err error) *ErrorCode {
+	switch {
+	case errors.Is(err, fasthttp.ErrTimeout):
+		return ErrBackendTimeout
+	case errors.Is(err, fasthttp.ErrNoFreeConns):
+		return ErrBackendBusy
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		return ErrBackendTooLarge
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() && !errors.Is(err, fasthttp.ErrDialTimeout) {
+		return ErrBackendTimeout
+	}
+	return ErrBackendUnreachable
+}
+
+// stripHopByHop removes hop-by-hop headers, and those the Connection header names, as
+// net/http/httputil's ReverseProxy does: they describe one connection, not the message.
+func stripHopByHop(h *fasthttp.RequestHeader, c *Call) {
+	if v := h.Peek(hdrConnection); len(v) > 0 {
+		c.conn = append(c.conn[:0], v...)
+		forEachToken(c.conn, func(tok []byte) { h.DelBytes(tok) })
+	}
+	for _, k := range hopByHopHeaders {
+		h.Del(k)
+	}
+}
+
+func stripHopByHopResponse(h *fasthttp.ResponseHeader, c *Call) {
+	if v := h.Peek(hdrConnection); len(v) > 0 {
+		c.conn = append(c.conn[:0], v...)
+		forEachToken(c.conn, func(tok []byte) { h.DelBytes(tok) })
+	}
+	for _, k := range hopByHopHeaders {
+		h.Del(k)
+	}
+}
+
+// forEachToken calls f for each comma-separated, space-trimmed, non-empty token of v.
+// f is a non-escaping func literal at both call sites, so this does not allocate.
+func forEachToken(v []byte, f func([]byte)) {
+	for len(v) > 0 {
+		i := 0
+		for i < len(v) && v[i] != ',' {
+			i++
+		}
+		tok := v[:i]
+		for len(tok) > 0 && (tok[0] == ' ' || tok[0] == '\t') {
+			tok = tok[1:]
+		}
+		for len(tok) > 0 && (tok[len(tok)-1] == ' ' || tok[len(tok)-1] == '\t') {
+			tok = tok[:len(tok)-1]
+		}
+		if len(tok) > 0 && !isConnectionOption(tok) {
+			f(tok)
+		}
+		if i == len(v) {
+			break
+		}
+		v = v[i+1:]
+	}
+}
+
+// isConnectionOption reports the Connection values that are options, not header names.
+func isConnectionOption(t []byte) bool {
+	return bytes.EqualFold(t, optClose) || bytes.EqualFold(t, optKeepAlive)
+}
+
+// appendXFF appends the client address to X-Forwarded-For without allocating.
+func (c *Call) appendXFF(req *fasthttp.Request) {
+	b := c.conn[:0]
+	if prior := req.Header.PeekBytes(hdrXFF); len(prior) > 0 {
+		b = append(b, prior...)
+		b = append(b, commaSpace...)
+	}
+	// RemoteIP is the TCP peer (0.0.0.0 for in-memory listeners); netip formats it
+	// without allocating, unlike net.IP.String.
+	if ip, ok := netip.AddrFromSlice(c.Ctx.RemoteIP()); ok {
+		b = ip.Unmap().AppendTo(b)
+	}
+	req.Header.SetCanonical(hdrXFF, b)
+	c.conn = b
+}
+
+// client returns the shared HostClient for a backend, creating it on first use. Called
+// only while building a table, under the proxy's update lock.
+func (b *builder) client(scheme, addr, serverName, ca string) (*fasthttp.HostClient, error) {
+	key := clientKey(scheme, addr, ca)
+	b.usedClients[key] = true
+	if b.cur != nil {
+		b.cur.clientKeys = append(b.cur.clientKeys, key)
+	}
+	if c := b.p.clients[key]; c != nil {
+		return c, nil
+	}
+	c := &fasthttp.HostClient{
+		Addr:                     addr,
+		IsTLS:                    scheme == "https",
+		MaxConns:                 b.p.cfg.MaxBackendConns,
+		MaxConnWaitTimeout:       defaultMaxConnWait,
+		MaxIdleConnDuration:      defaultIdleConnDuration,
+		MaxResponseBodySize:      b.p.cfg.MaxResponseBodySize,
+		NoDefaultUserAgentHeader: true, // forward the client's User-Agent, or none
+		DisablePathNormalizing:   true, // the path is escaped exactly once, by us
+		// Retrying is safe only before the backend saw the request; fasthttp retries
+		// idempotent requests on a dead keep-alive connection, which is that case.
+		MaxIdemponentCallAttempts: 2,
+	}
+	if c.IsTLS {
+		cfg := &tls.Config{ServerName: serverName, MinVersion: tls.VersionTLS12}
+		if ca != "" {
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM([]byte(ca)) {
+				return nil, fmt.Errorf("backend CA for %s holds no PEM certificate", addr)
+			}
+			cfg.RootCAs = pool
+		}
+		c.TLSConfig = cfg
+	}
+	b.p.clients[key] = c
+	return c, nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
