@@ -1,0 +1,69 @@
+package param
+
+// standardHeaders are the exact header names (lower-case) that an API which declares
+// parameters still forwards without declaring them: the ones HTTP itself, browsers,
+// proxies and tracing put on a request, which a backend expects to see and a provider
+// would not think to declare. Hop-by-hop headers among them (Connection, TE, Upgrade…)
+// are the proxy's to strip, not ours. Proxy-Authorization is left out on purpose: it
+// authenticates the client to the gateway and must not reach the backend.
+var standardHeaders = map[string]struct{}{
+	"accept":            {},
+	"authorization":     {},
+	"cache-control":     {},
+	"connection":        {},
+	"cookie":            {},
+	"date":              {},
+	"dnt":               {},
+	"expect":            {},
+	"forwarded":         {},
+	"from":              {},
+	"host":              {},
+	"keep-alive":        {},
+	"max-forwards":      {},
+	"origin":            {},
+	"pragma":            {},
+	"range":             {},
+	"referer":           {},
+	"te":                {},
+	"trailer":           {},
+	"transfer-encoding": {},
+	"upgrade":           {},
+	"user-agent":        {},
+	"via":               {},
+	"warning":           {},
+	"x-real-ip":         {},
+	"x-request-id":      {},
+	"traceparent":       {},
+	"tracestate":        {},
+	"baggage":           {},
+}
+
+// standardPrefixes are header families that pass whole: content negotiation
+// (Accept-*), the body's description (Content-*, incl. Content-MD5 that signatures
+// cover), conditionals (If-*), the client's address as proxies saw it
+// (X-Forwarded-*), the gateway protocol's own headers (X-Ca-*: key, signature,
+// nonce, stage), browser fetch metadata (Sec-*) and CORS preflight requests.
+var standardPrefixes = [...]string{
+	"accept-", "content-", "if-", "x-forwarded-", "x-ca-", "sec-", "access-control-request-",
+}
+
+// StandardHeader reports whether a header (any case) passes to the backend of an API
+// that declares parameters without declaring it. It does not allocate.
+func StandardHeader(name []byte) bool {
+	var buf [32]byte
+	if len(name) <= len(buf) {
+		low := buf[:len(name)]
+		for i, c := range name {
+			low[i] = lower(c)
+		}
+		if _, ok := standardHeaders[string(low)]; ok {
+			return true
+		}
+	}
+	for _, p := range standardPrefixes {
+		if len(name) > len(p) && bytesEqualFold(name[:len(p)], p) {
+			return true
+		}
+	}
+	return false
+}
