@@ -39,6 +39,7 @@ type Raft struct {
 	*raft.Raft
 	store     *raftboltdb.BoltStore
 	transport *raft.NetworkTransport
+	id        string
 	// startIndex is the last log index on disk when the node opened: once the FSM has
 	// applied it, the node serves everything it had committed before it stopped.
 	startIndex uint64
@@ -131,7 +132,7 @@ func OpenRaft(cfg RaftConfig, fsm raft.FSM) (*Raft, error) {
 			return nil, fmt.Errorf("raft: bootstrap: %w", err)
 		}
 	}
-	return &Raft{Raft: r, store: store, transport: transport, startIndex: lastIndex}, nil
+	return &Raft{Raft: r, store: store, transport: transport, id: cfg.ID, startIndex: lastIndex}, nil
 }
 
 // StartIndex is the last log index the node had on disk when it opened.
@@ -172,3 +173,8 @@ func (r *Raft) Close() error {
 	}
 	return err
 }
+
+// ID is the node's raft server id.
+func (r *Raft) ID() string { return r.id }
+
+func (r *Raft) localID() string { return r.id }

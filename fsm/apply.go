@@ -260,3 +260,10 @@ func applyRollback(next *State, cmd *Rollback) (any, error) {
 	next.Deployments[key] = d
 	return &DeployResult{API: cmd.API, Stage: cmd.Stage, Version: d.Current}, nil
 }
+
+func applyInitCluster(next *State, cmd *InitCluster) (any, error) {
+	if next.ClusterSecret == "" {
+		next.ClusterSecret = cmd.Secret
+	}
+	return nil, nil
+}

@@ -20,6 +20,7 @@ const (
 	CmdDeploy      CommandType = 2
 	CmdUndeploy    CommandType = 3
 	CmdRollback    CommandType = 4
+	CmdInitCluster CommandType = 5
 
 	IgnoreUnknownFlag CommandType = 128
 )
@@ -34,6 +35,8 @@ func (t CommandType) String() string {
 		return "undeploy"
 	case CmdRollback:
 		return "rollback"
+	case CmdInitCluster:
+		return "init-cluster"
 	}
 	return fmt.Sprintf("command(%d)", uint8(t))
 }
@@ -63,6 +66,12 @@ type Rollback struct {
 	API     string `msgpack:"api"`
 	Stage   Stage  `msgpack:"stage"`
 	Version int    `msgpack:"version"`
+}
+
+// InitCluster sets the cluster secret, once: the first one committed wins, so two
+// leaders racing to set it agree.
+type InitCluster struct {
+	Secret string `msgpack:"secret"`
 }
 
 // Encode renders a command as a log entry: the type byte, then the msgpack body.
@@ -105,4 +114,5 @@ func init() {
 	register(CmdDeploy, applyDeploy)
 	register(CmdUndeploy, applyUndeploy)
 	register(CmdRollback, applyRollback)
+	register(CmdInitCluster, applyInitCluster)
 }

@@ -138,6 +138,8 @@ type snapshotV1 struct {
 	IPPolicies   []IPPolicy    `msgpack:"ip_policies"`
 	BackendKeys  []BackendKey  `msgpack:"backend_keys"`
 	Certificates []Certificate `msgpack:"certificates"`
+
+	ClusterSecret string `msgpack:"cluster_secret"`
 }
 
 func sortedValues[V any](m map[string]V) []V {
@@ -174,6 +176,8 @@ func WriteSnapshot(w io.Writer, s *State) error {
 		IPPolicies:   sortedValues(s.IPPolicies),
 		BackendKeys:  sortedValues(s.BackendKeys),
 		Certificates: sortedValues(s.Certificates),
+
+		ClusterSecret: s.ClusterSecret,
 	})
 }
 
@@ -201,6 +205,8 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 		IPPolicies:   keyed(snap.IPPolicies, func(p IPPolicy) string { return p.Name }),
 		BackendKeys:  keyed(snap.BackendKeys, func(k BackendKey) string { return k.Name }),
 		Certificates: keyed(snap.Certificates, func(c Certificate) string { return c.Name }),
+
+		ClusterSecret: snap.ClusterSecret,
 	}, nil
 }
 

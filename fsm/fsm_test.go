@@ -289,3 +289,20 @@ func TestFSM_ApplyLocalChangesNothing(t *testing.T) {
 		t.Fatal("dry run changed the state")
 	}
 }
+
+func TestFSM_InitCluster(t *testing.T) {
+	f := New()
+	applyCmd(t, f, 1, CmdInitCluster, &InitCluster{Secret: "first"})
+	applyCmd(t, f, 2, CmdInitCluster, &InitCluster{Secret: "second"})
+	if got := f.State().ClusterSecret; got != "first" {
+		t.Fatalf("cluster secret %q: the first committed must win", got)
+	}
+	var buf bytes.Buffer
+	if err := WriteSnapshot(&buf, f.State()); err != nil {
+		t.Fatal(err)
+	}
+	s, err := ReadSnapshot(&buf)
+	if err != nil || s.ClusterSecret != "first" {
+		t.Fatalf("snapshot lost the cluster secret: %v %q", err, s.ClusterSecret)
+	}
+}

@@ -465,6 +465,9 @@ type State struct {
 	IPPolicies   map[string]IPPolicy    `json:"ipPolicies" msgpack:"ip_policies"`
 	BackendKeys  map[string]BackendKey  `json:"backendKeys" msgpack:"backend_keys"`
 	Certificates map[string]Certificate `json:"certificates" msgpack:"certificates"`
+	// ClusterSecret authenticates calls between nodes (a follower forwarding a write to
+	// the leader). Drawn once by the first leader; never shown by the admin API.
+	ClusterSecret string `json:"-" msgpack:"cluster_secret"`
 }
 
 // NewState returns an empty state.
@@ -496,6 +499,8 @@ func (s *State) clone() *State {
 		IPPolicies:   cloneMap(s.IPPolicies),
 		BackendKeys:  cloneMap(s.BackendKeys),
 		Certificates: cloneMap(s.Certificates),
+
+		ClusterSecret: s.ClusterSecret,
 	}
 	return n
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -52,18 +53,22 @@ func (n *Node) adminHandler() http.Handler {
 	mux.Handle("/debug/pprof/profile", n.auth(http.HandlerFunc(pprof.Profile)))
 	mux.Handle("/debug/pprof/trace", n.auth(http.HandlerFunc(pprof.Trace)))
 
+	mux.HandleFunc("GET /v1/raft", n.raftStatus)
 	api := func(pattern string, h func(*http.Request) (any, error)) {
-		mux.Handle(pattern, n.auth(jsonHandler(h)))
+		mux.Handle(pattern, n.auth(n.readHandler(jsonHandler(h))))
+	}
+	write := func(pattern string, h func(*http.Request) (any, error)) {
+		mux.Handle(pattern, n.auth(n.writeHandler(jsonHandler(h))))
 	}
 	api("GET /v1/state", n.getState)
-	api("POST /v1/apply", n.postApply)
+	write("POST /v1/apply", n.postApply)
 	api("GET /v1/groups", n.listGroups)
 	api("GET /v1/groups/{group}", n.getGroup)
 	api("GET /v1/apis", n.listAPIs)
 	api("GET /v1/apis/{group}/{api}", n.getAPI)
-	api("POST /v1/apis/{group}/{api}/deploy", n.postDeploy)
-	api("POST /v1/apis/{group}/{api}/undeploy", n.postUndeploy)
-	api("POST /v1/apis/{group}/{api}/rollback", n.postRollback)
+	write("POST /v1/apis/{group}/{api}/deploy", n.postDeploy)
+	write("POST /v1/apis/{group}/{api}/undeploy", n.postUndeploy)
+	write("POST /v1/apis/{group}/{api}/rollback", n.postRollback)
 	api("GET /v1/apis/{group}/{api}/history", n.getHistory)
 	api("GET /v1/apps", n.listApps)
 	api("GET /v1/apps/{app}", n.getApp)
@@ -75,16 +80,83 @@ func (n *Node) adminHandler() http.Handler {
 	return mux
 }
 
-// auth requires the admin bearer token, compared in constant time.
+// auth requires the node's admin bearer token, or the cluster secret (which only nodes
+// hold: a follower forwarding a write), compared in constant time.
 func (n *Node) auth(h http.Handler) http.Handler {
 	want := []byte("Bearer " + n.token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
+		ok := subtle.ConstantTimeCompare(got, want) == 1
+		if secret := n.fsm.State().ClusterSecret; !ok && secret != "" {
+			ok = subtle.ConstantTimeCompare(got, []byte("Bearer "+secret)) == 1
+		}
+		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="tollgate"`)
 			writeJSON(w, http.StatusUnauthorized, map[string]any{"error": &APIError{Status: 401,
 				Message: "missing or wrong admin token: send Authorization: Bearer <token> (TOLLGATE_ADMIN_TOKEN, or the admin-token file in the node's data dir)"}})
 			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// writeHandler sends a write to the leader when this node does not lead, and marks
+// the answer of a write it applied with the raft index it applied at.
+func (n *Node) writeHandler(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAdminBody))
+		if err != nil {
+			writeJSON(w, 413, map[string]any{"error": &APIError{Status: 413, Message: "request body: " + err.Error()}})
+			return
+		}
+		if n.raft.State() != raft.Leader && r.Header.Get(forwardedHeader) == "" {
+			n.forward(w, r, body)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		h.ServeHTTP(indexWriter{w, n}, r)
+	})
+}
+
+// indexWriter adds the applied raft index to a write's answer as it is sent.
+type indexWriter struct {
+	http.ResponseWriter
+	n *Node
+}
+
+func (w indexWriter) WriteHeader(status int) {
+	w.Header().Set(indexHeader, strconv.FormatUint(w.n.appliedIndex(), 10))
+	w.ResponseWriter.WriteHeader(status)
+}
+
+// readHandler serves reads from the local state. ?consistent=true makes the read
+// linearizable: the leader confirms it still leads and has applied everything
+// committed (a follower forwards the read to the leader). A node that knows no leader
+// answers from its last state and marks the answer stale.
+func (n *Node) readHandler(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if consistent, _ := strconv.ParseBool(r.URL.Query().Get("consistent")); consistent {
+			if n.raft.State() != raft.Leader {
+				if r.Header.Get(forwardedHeader) != "" {
+					writeJSON(w, 503, map[string]any{"error": &APIError{Status: 503, Message: "not the leader any more; retry"}})
+					return
+				}
+				n.forward(w, r, nil)
+				return
+			}
+			if err := n.raft.VerifyLeader().Error(); err != nil {
+				e := toAPIError(err)
+				writeJSON(w, e.Status, map[string]any{"error": e})
+				return
+			}
+			if err := n.raft.Barrier(writeTimeout).Error(); err != nil {
+				e := toAPIError(err)
+				writeJSON(w, e.Status, map[string]any{"error": e})
+				return
+			}
+		}
+		if addr, _ := n.raft.LeaderWithID(); addr == "" {
+			w.Header().Set(staleHeader, "true")
 		}
 		h.ServeHTTP(w, r)
 	})
@@ -392,9 +464,20 @@ func (n *Node) listMembers(r *http.Request) (any, error) {
 		return nil, err
 	}
 	_, leaderID := n.raft.LeaderWithID()
+	gossipState := map[string]string{}
+	for _, m := range n.gossip.Members() {
+		gossipState[m.Meta.ID] = m.State.String()
+	}
 	out := []Member{}
 	for _, s := range f.Configuration().Servers {
-		m := Member{ID: string(s.ID), Address: string(s.Address), Role: "follower", State: "alive"}
+		state := gossipState[string(s.ID)]
+		if state == "" {
+			state = "unknown"
+		}
+		if string(s.ID) == n.cfg.NodeID {
+			state = "alive"
+		}
+		m := Member{ID: string(s.ID), Address: string(s.Address), Role: "follower", State: state}
 		switch {
 		case s.ID == leaderID:
 			m.Role = "leader"
@@ -402,7 +485,7 @@ func (n *Node) listMembers(r *http.Request) (any, error) {
 			m.Role = "non-voter"
 		}
 		if string(s.ID) == n.cfg.NodeID {
-			m.AppliedIndex = n.fsm.AppliedIndex()
+			m.AppliedIndex = n.appliedIndex()
 		}
 		out = append(out, m)
 	}

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -39,7 +40,13 @@ type Config struct {
 	// DataDir/admin-token.
 	AdminToken  string
 	MaxBodySize int
-	Logger      *slog.Logger
+	// GossipKey encrypts gossip (16, 24 or 32 bytes); every member needs the same one.
+	GossipKey []byte
+	// MaxVoters caps raft voters (default 5); DeadGrace is how long a dead member stays
+	// in raft before the leader removes it (default 30s).
+	MaxVoters int
+	DeadGrace time.Duration
+	Logger    *slog.Logger
 	// RaftLog receives raft's own log lines.
 	RaftLog io.Writer
 }
@@ -67,9 +74,13 @@ type Node struct {
 	fsm     *fsm.FSM
 	raft    *cluster.Raft
 	proxy   *proxy.Proxy
+	gossip  *cluster.Gossip
+	members *cluster.Membership
 	reg     *prometheus.Registry
 	token   string
 	started time.Time
+
+	forwardClient *http.Client
 
 	dataLn  net.Listener
 	adminLn net.Listener
@@ -113,7 +124,8 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", id), fsm: fsm.New(), token: token,
-		started: time.Now(), servedCh: make(chan struct{}), stop: make(chan struct{})}
+		started: time.Now(), servedCh: make(chan struct{}), stop: make(chan struct{}),
+		forwardClient: &http.Client{Timeout: writeTimeout + 5*time.Second}}
 
 	n.reg = prometheus.NewRegistry()
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -137,19 +149,29 @@ func Start(cfg Config) (*Node, error) {
 		n.dataLn.Close()
 		return nil, fmt.Errorf("admin API: %w", err)
 	}
+	if err := n.startGossip(); err != nil {
+		n.dataLn.Close()
+		n.adminLn.Close()
+		return nil, err
+	}
 	n.raft, err = cluster.OpenRaft(cluster.RaftConfig{
 		ID: id, Dir: filepath.Join(cfg.DataDir, "raft"), Addr: cfg.Raft,
 		Bootstrap: len(cfg.Join) == 0, LogOutput: cfg.RaftLog,
 	}, n.fsm)
 	if err != nil {
+		n.gossip.Shutdown()
 		n.dataLn.Close()
 		n.adminLn.Close()
 		return nil, err
 	}
+	n.members = cluster.StartMembership(n.raft, n.gossip, cluster.MembershipConfig{
+		MaxVoters: cfg.MaxVoters, DeadGrace: cfg.DeadGrace, Logger: n.log})
+	n.gossip.OnEvent(func(cluster.MemberEvent) { n.members.Kick() })
 	n.proxy.Update(n.fsm.State())
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go n.compileLoop()
 	go n.readyLoop()
+	go n.secretLoop()
 	go func() {
 		defer n.wg.Done()
 		if err := n.proxy.Serve(n.dataLn); err != nil && !n.draining.Load() {
@@ -164,7 +186,16 @@ func Start(cfg Config) (*Node, error) {
 			n.log.Error("admin API stopped", "err", err)
 		}
 	}()
-	n.log.Info("node started", "listen", n.dataLn.Addr().String(), "admin", n.adminLn.Addr().String(),
+	if len(cfg.Join) > 0 {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			if err := n.joinCluster(); err != nil {
+				n.log.Error("could not join the cluster", "err", err)
+			}
+		}()
+	}
+	n.log.Info("node started", "gossip", n.gossip.Addr(), "listen", n.dataLn.Addr().String(), "admin", n.adminLn.Addr().String(),
 		"raft", cfg.Raft, "base_domain", cfg.BaseDomain, "data", cfg.DataDir)
 	return n, nil
 }
@@ -212,30 +243,63 @@ func (n *Node) waitServed(index uint64, timeout time.Duration) bool {
 }
 
 // readyLoop marks the node ready once it has a leader and has applied and compiled
-// everything it had on disk when it started.
+// everything the leader had committed when the node first reached it, and everything
+// it had on disk when it started. Until then /readyz answers 503.
 func (n *Node) readyLoop() {
 	defer n.wg.Done()
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
+	var target uint64
+	haveTarget := false
 	for {
 		select {
 		case <-n.stop:
 			return
 		case <-t.C:
 		}
-		addr, _ := n.raft.LeaderWithID()
-		applied := n.fsm.AppliedIndex()
-		if addr == "" || applied < n.raft.StartIndex() {
-			continue
+		if !haveTarget {
+			idx, err := n.leaderCommitIndex()
+			if err != nil {
+				continue
+			}
+			target, haveTarget = max(idx, n.raft.StartIndex()), true
 		}
-		if !n.waitServed(n.fsm.State().Index, 0) {
+		applied := n.appliedIndex()
+		if applied < target || !n.waitServed(n.fsm.State().Index, 0) {
 			continue
 		}
 		n.ready.Store(true)
-		n.log.Info("node ready", "applied_index", applied)
+		n.log.Info("node ready", "applied_index", applied, "target_index", target)
 		return
 	}
 }
+
+// secretLoop makes sure the cluster has its internal secret: the first node to lead a
+// cluster without one proposes it.
+func (n *Node) secretLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for n.fsm.State().ClusterSecret == "" {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		// Only once caught up: a restarted leader must not propose before its log has
+		// replayed the secret it already has.
+		if n.raft.State() != raft.Leader || !n.ready.Load() {
+			continue
+		}
+		if _, err := n.propose(fsm.CmdInitCluster, &fsm.InitCluster{Secret: randomHex(32)}); err != nil {
+			n.log.Warn("could not set the cluster secret; retrying", "err", err)
+		}
+	}
+}
+
+// appliedIndex is the last raft index this node applied, configuration and no-op
+// entries included (the FSM only sees commands).
+func (n *Node) appliedIndex() uint64 { return max(n.raft.AppliedIndex(), n.fsm.AppliedIndex()) }
 
 // Ready reports whether the node is caught up and serving, and not draining.
 func (n *Node) Ready() bool { return n.ready.Load() && !n.draining.Load() }
@@ -272,15 +336,59 @@ func (n *Node) Close(ctx context.Context) error {
 	if err := n.proxy.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("data plane: %w", err))
 	}
+	n.leave(ctx)
 	if err := n.admin.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("admin API: %w", err))
 	}
 	close(n.stop)
+	n.members.Stop()
 	if err := n.raft.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("raft: %w", err))
 	}
+	if err := n.gossip.Shutdown(); err != nil {
+		errs = append(errs, fmt.Errorf("gossip: %w", err))
+	}
 	n.wg.Wait()
 	return errors.Join(errs...)
+}
+
+// leave takes the node out of the cluster cleanly: it hands leadership over if it
+// leads, announces its departure over gossip (the leader then removes it from raft at
+// once, not after the dead-member grace period) and waits, within ctx, until it is out
+// of the raft configuration. A node alone in its cluster just stops.
+func (n *Node) leave(ctx context.Context) {
+	cfg := n.raft.GetConfiguration()
+	if cfg.Error() != nil || len(cfg.Configuration().Servers) <= 1 {
+		return
+	}
+	if n.raft.State() == raft.Leader {
+		if err := n.raft.LeadershipTransfer().Error(); err != nil {
+			n.log.Warn("leadership transfer failed", "err", err)
+		}
+	}
+	if err := n.gossip.Leave(2 * time.Second); err != nil {
+		n.log.Warn("gossip leave", "err", err)
+	}
+	for ctx.Err() == nil {
+		f := n.raft.GetConfiguration()
+		if f.Error() != nil {
+			return
+		}
+		in := false
+		for _, s := range f.Configuration().Servers {
+			if string(s.ID) == n.cfg.NodeID {
+				in = true
+			}
+		}
+		if !in {
+			n.log.Info("left the raft configuration")
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // nodeID returns the configured id, or the one stored in the data dir, or a new one

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"os"
@@ -19,6 +20,7 @@ func nodeCommand() *cobra.Command {
 	cfg := node.Defaults()
 	var join string
 	var logLevel string
+	var gossipKey string
 	cmd := &cobra.Command{
 		Use:   "node",
 		Short: "Run a Tollgate node",
@@ -37,6 +39,16 @@ DATA/admin-token. SIGTERM or SIGINT drains the node and stops it cleanly.`,
 			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			cfg.RaftLog = os.Stderr
 			cfg.AdminToken = os.Getenv("TOLLGATE_ADMIN_TOKEN")
+			if gossipKey == "" {
+				gossipKey = os.Getenv("TOLLGATE_GOSSIP_KEY")
+			}
+			if gossipKey != "" {
+				key, err := base64.StdEncoding.DecodeString(gossipKey)
+				if err != nil {
+					return fmt.Errorf("gossip key: not base64: %v", err)
+				}
+				cfg.GossipKey = key
+			}
 			for _, a := range strings.Split(join, ",") {
 				if a = strings.TrimSpace(a); a != "" {
 					cfg.Join = append(cfg.Join, a)
@@ -66,5 +78,8 @@ DATA/admin-token. SIGTERM or SIGINT drains the node and stops it cleanly.`,
 	f.StringVar(&join, "join", "", "gossip address(es) of cluster members to join, comma-separated")
 	f.IntVar(&cfg.MaxBodySize, "max-body", cfg.MaxBodySize, "largest request body the data plane accepts, in bytes")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringVar(&gossipKey, "gossip-key", "", "base64 key (16, 24 or 32 bytes) encrypting gossip; default $TOLLGATE_GOSSIP_KEY")
+	f.IntVar(&cfg.MaxVoters, "max-voters", 5, "raft voters at most; more members join as non-voters")
+	f.DurationVar(&cfg.DeadGrace, "dead-grace", 30*time.Second, "how long a dead member stays in raft before the leader removes it")
 	return cmd
 }
