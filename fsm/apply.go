@@ -267,3 +267,59 @@ func applyInitCluster(next *State, cmd *InitCluster) (any, error) {
 	}
 	return nil, nil
 }
+
+func applyGrant(next *State, cmd *Grant) (any, error) {
+	g := cmd.Grant
+	if _, ok := next.Apps[g.App]; !ok {
+		return nil, fmt.Errorf("app %q: %w", g.App, ErrNotFound)
+	}
+	if _, ok := next.APIs[g.API]; !ok {
+		return nil, fmt.Errorf("API %s: %w", g.API, ErrNotFound)
+	}
+	if len(g.Stages) == 0 {
+		return nil, fmt.Errorf("a grant needs at least one stage: %w", ErrInvalid)
+	}
+	for _, st := range g.Stages {
+		if !st.Valid() {
+			return nil, fmt.Errorf("unknown stage %q (want TEST, PRE or RELEASE): %w", st, ErrInvalid)
+		}
+	}
+	next.Grants[GrantKey(g.App, g.API)] = g
+	return &g, nil
+}
+
+func applyRevoke(next *State, cmd *Revoke) (any, error) {
+	key := GrantKey(cmd.App, cmd.API)
+	if _, ok := next.Grants[key]; !ok {
+		return nil, fmt.Errorf("app %q holds no grant for %s: %w", cmd.App, cmd.API, ErrNotFound)
+	}
+	delete(next.Grants, key)
+	return nil, nil
+}
+
+func applyRotateSecret(next *State, cmd *RotateSecret) (any, error) {
+	app, ok := next.Apps[cmd.App]
+	if !ok {
+		return nil, fmt.Errorf("app %q: %w", cmd.App, ErrNotFound)
+	}
+	if len(cmd.Secret) < 16 {
+		return nil, fmt.Errorf("a secret needs at least 16 characters: %w", ErrInvalid)
+	}
+	secrets := []string{cmd.Secret}
+	if len(app.Secrets) > 0 {
+		secrets = append(secrets, app.Secrets[0])
+	}
+	app.Secrets = secrets
+	next.Apps[cmd.App] = app
+	return &app, nil
+}
+
+func applySetAppState(next *State, cmd *SetAppState) (any, error) {
+	app, ok := next.Apps[cmd.App]
+	if !ok {
+		return nil, fmt.Errorf("app %q: %w", cmd.App, ErrNotFound)
+	}
+	app.Disabled = cmd.Disabled
+	next.Apps[cmd.App] = app
+	return &app, nil
+}

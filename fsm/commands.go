@@ -16,11 +16,15 @@ type CommandType uint8
 // not know the command skips it instead of stopping; use it only for commands whose
 // loss cannot make states diverge.
 const (
-	CmdApplyBundle CommandType = 1
-	CmdDeploy      CommandType = 2
-	CmdUndeploy    CommandType = 3
-	CmdRollback    CommandType = 4
-	CmdInitCluster CommandType = 5
+	CmdApplyBundle  CommandType = 1
+	CmdDeploy       CommandType = 2
+	CmdUndeploy     CommandType = 3
+	CmdRollback     CommandType = 4
+	CmdInitCluster  CommandType = 5
+	CmdGrant        CommandType = 6
+	CmdRevoke       CommandType = 7
+	CmdRotateSecret CommandType = 8
+	CmdSetAppState  CommandType = 9
 
 	IgnoreUnknownFlag CommandType = 128
 )
@@ -37,6 +41,14 @@ func (t CommandType) String() string {
 		return "rollback"
 	case CmdInitCluster:
 		return "init-cluster"
+	case CmdGrant:
+		return "grant"
+	case CmdRevoke:
+		return "revoke"
+	case CmdRotateSecret:
+		return "rotate-secret"
+	case CmdSetAppState:
+		return "set-app-state"
 	}
 	return fmt.Sprintf("command(%d)", uint8(t))
 }
@@ -72,6 +84,31 @@ type Rollback struct {
 // leaders racing to set it agree.
 type InitCluster struct {
 	Secret string `msgpack:"secret"`
+}
+
+// Grant authorizes an app for an API in some stages, replacing any grant it had for
+// that API.
+type Grant struct {
+	Grant GrantSpec `msgpack:"grant"`
+}
+
+// Revoke removes an app's grant for an API.
+type Revoke struct {
+	App string `msgpack:"app"`
+	API string `msgpack:"api"`
+}
+
+// RotateSecret makes Secret the app's newest secret; the previous one stays live
+// beside it, the one before that stops working.
+type RotateSecret struct {
+	App    string `msgpack:"app"`
+	Secret string `msgpack:"secret"`
+}
+
+// SetAppState enables or disables an app.
+type SetAppState struct {
+	App      string `msgpack:"app"`
+	Disabled bool   `msgpack:"disabled"`
 }
 
 // Encode renders a command as a log entry: the type byte, then the msgpack body.
@@ -115,4 +152,8 @@ func init() {
 	register(CmdUndeploy, applyUndeploy)
 	register(CmdRollback, applyRollback)
 	register(CmdInitCluster, applyInitCluster)
+	register(CmdGrant, applyGrant)
+	register(CmdRevoke, applyRevoke)
+	register(CmdRotateSecret, applyRotateSecret)
+	register(CmdSetAppState, applySetAppState)
 }

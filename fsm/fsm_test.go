@@ -306,3 +306,50 @@ func TestFSM_InitCluster(t *testing.T) {
 		t.Fatalf("snapshot lost the cluster secret: %v %q", err, s.ClusterSecret)
 	}
 }
+
+func TestFSM_GrantRevoke(t *testing.T) {
+	f := New()
+	applyCmd(t, f, 1, CmdApplyBundle, &ApplyBundle{Bundle: testBundle(), At: at})
+	exp := at.Add(time.Hour)
+	g := GrantSpec{App: "mobile", API: "weather/ping", Stages: []Stage{StageTest}, Expires: &exp}
+	if _, ok := applyCmd(t, f, 2, CmdGrant, &Grant{Grant: g}).(*GrantSpec); !ok {
+		t.Fatal("grant refused")
+	}
+	if got := f.State().Grants[GrantKey("mobile", "weather/ping")]; !got.Expires.Equal(exp) || got.Stages[0] != StageTest {
+		t.Fatalf("grant stored as %+v", got)
+	}
+	for _, bad := range []GrantSpec{
+		{App: "ghost", API: "weather/ping", Stages: []Stage{StageTest}},
+		{App: "mobile", API: "weather/none", Stages: []Stage{StageTest}},
+		{App: "mobile", API: "weather/ping"},
+		{App: "mobile", API: "weather/ping", Stages: []Stage{"PROD"}},
+	} {
+		if _, ok := applyCmd(t, f, 3, CmdGrant, &Grant{Grant: bad}).(error); !ok {
+			t.Fatalf("grant %+v accepted", bad)
+		}
+	}
+	applyCmd(t, f, 4, CmdRevoke, &Revoke{App: "mobile", API: "weather/ping"})
+	if _, ok := f.State().Grants[GrantKey("mobile", "weather/ping")]; ok {
+		t.Fatal("revoked grant still there")
+	}
+	if err, ok := applyCmd(t, f, 5, CmdRevoke, &Revoke{App: "mobile", API: "weather/ping"}).(error); !ok || !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second revoke: %v", err)
+	}
+}
+
+func TestFSM_RotateSecretAndAppState(t *testing.T) {
+	f := New()
+	applyCmd(t, f, 1, CmdApplyBundle, &ApplyBundle{Bundle: testBundle(), At: at})
+	applyCmd(t, f, 2, CmdRotateSecret, &RotateSecret{App: "mobile", Secret: "s2-0123456789abcdef"})
+	applyCmd(t, f, 3, CmdRotateSecret, &RotateSecret{App: "mobile", Secret: "s3-0123456789abcdef"})
+	if got := f.State().Apps["mobile"].Secrets; len(got) != 2 || got[0] != "s3-0123456789abcdef" || got[1] != "s2-0123456789abcdef" {
+		t.Fatalf("secrets after two rotations: %v", got)
+	}
+	if _, ok := applyCmd(t, f, 4, CmdRotateSecret, &RotateSecret{App: "mobile", Secret: "short"}).(error); !ok {
+		t.Fatal("short secret accepted")
+	}
+	applyCmd(t, f, 5, CmdSetAppState, &SetAppState{App: "mobile", Disabled: true})
+	if !f.State().Apps["mobile"].Disabled {
+		t.Fatal("app not disabled")
+	}
+}

@@ -310,7 +310,15 @@ func (v *validator) apiSpecs(gp string, apis []APISpec) {
 }
 
 // apiDef checks one API definition and returns its parsed path (nil if malformed).
+// Guards lists the request guards an API may opt into.
+var Guards = []string{"injection"}
+
 func (v *validator) apiDef(p string, d *APIDef) []pathSeg {
+	for i, g := range d.Guard {
+		if !slices.Contains(Guards, g) {
+			v.add(idx(p+".guard", i), "unknown guard %q (want one of %s)", g, strings.Join(Guards, ", "))
+		}
+	}
 	switch {
 	case d.Method == "":
 		v.add(p+".method", "required (one of %s)", strings.Join(Methods, ", "))
