@@ -73,6 +73,11 @@ func (n *Node) adminHandler() http.Handler {
 	api("GET /v1/apps", n.listApps)
 	api("GET /v1/apps/{app}", n.getApp)
 	api("GET /v1/grants", n.listGrants)
+	write("POST /v1/grants", n.postGrant)
+	write("DELETE /v1/grants/{app}/{group}/{api}", n.deleteGrant)
+	write("POST /v1/apps/{app}/rotate", n.postRotate)
+	write("POST /v1/apps/{app}/disable", n.postAppState(true))
+	write("POST /v1/apps/{app}/enable", n.postAppState(false))
 	api("GET /v1/members", n.listMembers)
 	api("/v1/", func(r *http.Request) (any, error) {
 		return nil, &APIError{Status: http.StatusNotFound, Message: fmt.Sprintf("no admin endpoint %s %s", r.Method, r.URL.Path)}
@@ -499,4 +504,42 @@ func randomDigits(n int) string {
 		b.WriteByte('1' + h[i]%9)
 	}
 	return b.String()
+}
+
+func (n *Node) postGrant(r *http.Request) (any, error) {
+	var g fsm.GrantSpec
+	if err := decodeBody(r, &g); err != nil {
+		return nil, err
+	}
+	return n.propose(fsm.CmdGrant, &fsm.Grant{Grant: g})
+}
+
+func (n *Node) deleteGrant(r *http.Request) (any, error) {
+	ref := fsm.APIRef(r.PathValue("group"), r.PathValue("api"))
+	if _, err := n.propose(fsm.CmdRevoke, &fsm.Revoke{App: r.PathValue("app"), API: ref}); err != nil {
+		return nil, err
+	}
+	return map[string]string{"revoked": r.PathValue("app") + " " + ref}, nil
+}
+
+// RotateRequest is the body of /v1/apps/{app}/rotate; an empty secret is generated.
+type RotateRequest struct {
+	Secret string `json:"secret,omitempty"`
+}
+
+func (n *Node) postRotate(r *http.Request) (any, error) {
+	var req RotateRequest
+	if err := decodeBody(r, &req); err != nil {
+		return nil, err
+	}
+	if req.Secret == "" {
+		req.Secret = randomHex(16)
+	}
+	return n.propose(fsm.CmdRotateSecret, &fsm.RotateSecret{App: r.PathValue("app"), Secret: req.Secret})
+}
+
+func (n *Node) postAppState(disabled bool) func(*http.Request) (any, error) {
+	return func(r *http.Request) (any, error) {
+		return n.propose(fsm.CmdSetAppState, &fsm.SetAppState{App: r.PathValue("app"), Disabled: disabled})
+	}
 }

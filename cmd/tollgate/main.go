@@ -39,6 +39,7 @@ $TOLLGATE_ADMIN_TOKEN, else the one a local node wrote into ./tollgate-data.`,
 		SilenceErrors: true,
 	}
 	root.AddCommand(nodeCommand(), applyCommand(), deployCommand(), undeployCommand(),
-		historyCommand(), rollbackCommand(), getCommand(), membersCommand(), versionCommand())
+		historyCommand(), rollbackCommand(), getCommand(), membersCommand(), versionCommand(),
+		grantCommand(), revokeCommand(), appCommand(), callCommand())
 	return root
 }
