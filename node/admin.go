@@ -276,7 +276,7 @@ func (n *Node) postApply(r *http.Request) (any, error) {
 	return &ApplyResult{Plan: res.(*fsm.Plan), Index: n.fsm.State().Index}, nil
 }
 
-func (n *Node) getState(r *http.Request) (any, error) { return n.fsm.State(), nil }
+func (n *Node) getState(r *http.Request) (any, error) { return redactState(n.fsm.State()), nil }
 
 func (n *Node) listGroups(r *http.Request) (any, error) {
 	s := n.fsm.State()

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -28,8 +29,11 @@ import (
 
 // Config is a node's configuration: where it keeps data and what it listens on.
 type Config struct {
-	DataDir    string
-	Listen     string // data plane
+	DataDir string
+	Listen  string // data plane
+	// TLSListen, when set, is a second data plane address speaking TLS, with the
+	// certificates of the replicated state chosen by SNI.
+	TLSListen  string
 	Admin      string // admin API, health, metrics
 	Raft       string
 	Gossip     string
@@ -82,6 +86,8 @@ type Node struct {
 
 	forwardClient *http.Client
 
+	certs   certStore
+	tlsLn   net.Listener
 	dataLn  net.Listener
 	adminLn net.Listener
 	admin   *http.Server
@@ -149,9 +155,21 @@ func Start(cfg Config) (*Node, error) {
 		n.dataLn.Close()
 		return nil, fmt.Errorf("admin API: %w", err)
 	}
+	if cfg.TLSListen != "" {
+		ln, err := net.Listen("tcp", cfg.TLSListen)
+		if err != nil {
+			n.dataLn.Close()
+			n.adminLn.Close()
+			return nil, fmt.Errorf("TLS data plane: %w", err)
+		}
+		n.tlsLn = tls.NewListener(ln, &tls.Config{GetCertificate: n.certs.getCertificate, MinVersion: tls.VersionTLS12})
+	}
 	if err := n.startGossip(); err != nil {
 		n.dataLn.Close()
 		n.adminLn.Close()
+		if n.tlsLn != nil {
+			n.tlsLn.Close()
+		}
 		return nil, err
 	}
 	n.raft, err = cluster.OpenRaft(cluster.RaftConfig{
@@ -168,6 +186,7 @@ func Start(cfg Config) (*Node, error) {
 		MaxVoters: cfg.MaxVoters, DeadGrace: cfg.DeadGrace, Logger: n.log})
 	n.gossip.OnEvent(func(cluster.MemberEvent) { n.members.Kick() })
 	n.proxy.Update(n.fsm.State())
+	n.certs.update(n.fsm.State())
 	n.wg.Add(4)
 	go n.compileLoop()
 	go n.readyLoop()
@@ -178,6 +197,15 @@ func Start(cfg Config) (*Node, error) {
 			n.log.Error("data plane stopped", "err", err)
 		}
 	}()
+	if n.tlsLn != nil {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			if err := n.proxy.Serve(n.tlsLn); err != nil && !n.draining.Load() {
+				n.log.Error("TLS data plane stopped", "err", err)
+			}
+		}()
+	}
 	n.admin = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
 	n.wg.Add(1)
 	go func() {
@@ -212,6 +240,9 @@ func (n *Node) compileLoop() {
 		}
 		s := n.fsm.State()
 		n.proxy.Update(s)
+		if err := n.certs.update(s); err != nil {
+			n.log.Error("TLS certificates", "err", err)
+		}
 		n.servedMu.Lock()
 		n.served = max(n.served, n.fsm.AppliedIndex())
 		close(n.servedCh)
@@ -315,6 +346,14 @@ func (n *Node) Raft() *cluster.Raft { return n.raft }
 
 // ID is the node's id.
 func (n *Node) ID() string { return n.cfg.NodeID }
+
+// TLSAddr is the TLS data plane's bound address, or "" when there is none.
+func (n *Node) TLSAddr() string {
+	if n.tlsLn == nil {
+		return ""
+	}
+	return n.tlsLn.Addr().String()
+}
 
 // DataAddr is the data plane's bound address.
 func (n *Node) DataAddr() string { return n.dataLn.Addr().String() }

@@ -70,6 +70,7 @@ DATA/admin-token. SIGTERM or SIGINT drains the node and stops it cleanly.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data", cfg.DataDir, "data directory (raft log, snapshots, node id, admin token)")
 	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "data plane address")
+	f.StringVar(&cfg.TLSListen, "tls-listen", "", "TLS data plane address (certificates from the replicated state, chosen by SNI); off by default")
 	f.StringVar(&cfg.Admin, "admin", cfg.Admin, "admin API address (also /healthz, /readyz, /metrics)")
 	f.StringVar(&cfg.Raft, "raft", cfg.Raft, "raft address (host:port other nodes can reach)")
 	f.StringVar(&cfg.Gossip, "gossip", cfg.Gossip, "gossip address (host:port other nodes can reach)")
