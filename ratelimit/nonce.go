@@ -1,0 +1,463 @@
+package ratelimit
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// NonceConfig configures a NonceStore.
+type NonceConfig struct {
+	// Transport reaches the other nodes; nil keeps nonces on this node only.
+	Transport Transport
+	// Channel is the Transport channel for nonces (default ChannelNonces).
+	Channel byte
+	// TTL is how long a used nonce is refused (default 15 minutes, the X-Ca-Timestamp
+	// tolerance: a request older than that is refused by its timestamp anyway).
+	TTL time.Duration
+	// MaxEntries bounds memory (default 4,000,000 ≈ 300 MB, enough for 4,400 signed
+	// calls a second sustained over the TTL). When full, Use refuses new nonces:
+	// failing closed keeps replays out at the cost of refusing signed calls.
+	MaxEntries int
+	// FlushInterval is how often used nonces are sent to the others (default 1ms).
+	FlushInterval time.Duration
+	// Clock is used for entries learned from other nodes; default time.Now.
+	Clock func() time.Time
+	// Registerer receives the store's metrics; nil registers none.
+	Registerer prometheus.Registerer
+}
+
+// NonceStore remembers used nonces cluster-wide, so a signed request cannot be
+// replayed on this node or, once the nonce has reached them (a few ms), on any other.
+// All methods are safe for concurrent use.
+type NonceStore struct {
+	cfg    NonceConfig
+	shards [nonceShards]nonceShard
+	perCap int
+	n      atomic.Int64
+
+	// Delivery: UDP may drop a packet, and a nonce that never arrives is a replay
+	// window that never closes. So each batch has a sequence number, every peer
+	// acknowledges what it got (cumulatively, in its own next message), and a batch
+	// is sent again every resendAfter until every live member has acknowledged it.
+	name    string
+	inc     uint64 // random per process: a restarted sender starts its sequence anew
+	seq     int64  // flusher-only
+	unacked []nonceBatch
+	ackMu   sync.Mutex
+	acked   map[string]int64      // per peer: our highest sequence it has all of
+	recv    map[string]*recvState // per peer: what we have of its sequence
+	ackNew  bool                  // something arrived since our last message
+
+	used, refused, overflow prometheus.Counter
+	entries                 prometheus.GaugeFunc
+
+	startOnce, closeOnce sync.Once
+	stop, done           chan struct{}
+}
+
+const (
+	nonceShards = 64
+	resendAfter = 5 * time.Millisecond
+	// maxUnacked bounds what is kept for a member that never acknowledges (it is
+	// dying; memberlist will drop it within about a second).
+	maxUnacked = 4096
+	digestLen  = 16
+)
+
+type digest [digestLen]byte
+
+type nonceShard struct {
+	mu      sync.Mutex
+	m       map[digest]int64 // expiry, unix ns
+	fifo    []nonceExp       // insertion order, for expiry
+	head    int
+	pending []byte // digests used here since the last flush
+	_       [24]byte
+}
+
+type nonceBatch struct {
+	seq      int64
+	digests  []byte
+	lastSent time.Time
+}
+
+type recvState struct {
+	inc uint64
+	cum int64          // every sequence up to cum received
+	ooo map[int64]bool // received beyond cum
+}
+
+type nonceExp struct {
+	d   digest
+	exp int64
+}
+
+// NewNonceStore creates a store. Start it to share nonces with the other nodes.
+func NewNonceStore(cfg NonceConfig) (*NonceStore, error) {
+	if cfg.Channel == 0 {
+		cfg.Channel = ChannelNonces
+	}
+	if cfg.TTL <= 0 {
+		cfg.TTL = 15 * time.Minute
+	}
+	if cfg.MaxEntries <= 0 {
+		cfg.MaxEntries = 4_000_000
+	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = time.Millisecond
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	s := &NonceStore{cfg: cfg, perCap: (cfg.MaxEntries + nonceShards - 1) / nonceShards,
+		stop: make(chan struct{}), done: make(chan struct{}),
+		acked: map[string]int64{}, recv: map[string]*recvState{}}
+	var rb [8]byte
+	_, _ = rand.Read(rb[:])
+	s.inc = binary.LittleEndian.Uint64(rb[:])
+	for i := range s.shards {
+		s.shards[i].m = map[digest]int64{}
+	}
+	s.used = prometheus.NewCounter(prometheus.CounterOpts{Name: "tollgate_nonce_used_total", Help: "Nonces accepted as fresh on this node."})
+	s.refused = prometheus.NewCounter(prometheus.CounterOpts{Name: "tollgate_nonce_replayed_total", Help: "Nonces refused because they were used before (here or on another node)."})
+	s.overflow = prometheus.NewCounter(prometheus.CounterOpts{Name: "tollgate_nonce_overflow_total", Help: "Nonces refused because the store was full (MaxEntries)."})
+	s.entries = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tollgate_nonce_entries", Help: "Nonces remembered."}, func() float64 { return float64(s.n.Load()) })
+	if cfg.Registerer != nil {
+		for _, c := range []prometheus.Collector{s.used, s.refused, s.overflow, s.entries} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if cfg.Transport != nil {
+		s.name = cfg.Transport.LocalName()
+		if err := cfg.Transport.Register(cfg.Channel, s.onMsg, s.localState, s.mergeState); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// nonceDigest names a nonce by the first 16 bytes of its SHA-256: the same on every
+// node, fixed-size on the wire, and no one can craft two nonces that collide.
+func nonceDigest(nonce []byte) digest {
+	sum := sha256.Sum256(nonce)
+	var d digest
+	copy(d[:], sum[:digestLen])
+	return d
+}
+
+// Use records nonce as used at now and reports whether it was fresh: false if this
+// node, or another whose message has arrived, used it within the TTL, or if the store
+// is full. It does not block beyond one shard's lock and does not keep nonce.
+func (s *NonceStore) Use(nonce []byte, now time.Time) (fresh bool) {
+	d := nonceDigest(nonce)
+	sh := &s.shards[d[0]%nonceShards]
+	t := now.UnixNano()
+	sh.mu.Lock()
+	fresh, full := s.insertLocked(sh, d, t+int64(s.cfg.TTL), t)
+	if fresh {
+		sh.pending = append(sh.pending, d[:]...)
+	}
+	sh.mu.Unlock()
+	switch {
+	case fresh:
+		s.used.Inc()
+	case full:
+		s.overflow.Inc()
+	default:
+		s.refused.Inc()
+	}
+	return fresh
+}
+
+// insertLocked adds d unless a live entry exists. It expires a few old entries first,
+// so expiry costs O(1) amortised per insert.
+func (s *NonceStore) insertLocked(sh *nonceShard, d digest, exp, now int64) (fresh, full bool) {
+	s.expireLocked(sh, now, 4)
+	if e, ok := sh.m[d]; ok && e > now {
+		return false, false
+	}
+	if len(sh.m) >= s.perCap {
+		s.expireLocked(sh, now, len(sh.fifo))
+		if len(sh.m) >= s.perCap {
+			return false, true
+		}
+	}
+	if _, ok := sh.m[d]; !ok {
+		s.n.Add(1)
+	}
+	sh.m[d] = exp
+	sh.fifo = append(sh.fifo, nonceExp{d, exp})
+	return true, false
+}
+
+func (s *NonceStore) expireLocked(sh *nonceShard, now int64, max int) {
+	for i := 0; i < max && sh.head < len(sh.fifo); i++ {
+		e := sh.fifo[sh.head]
+		if e.exp > now {
+			break
+		}
+		if cur, ok := sh.m[e.d]; ok && cur == e.exp {
+			delete(sh.m, e.d)
+			s.n.Add(-1)
+		}
+		sh.fifo[sh.head] = nonceExp{}
+		sh.head++
+	}
+	if sh.head > 1024 && sh.head > len(sh.fifo)/2 { // reclaim the consumed front
+		sh.fifo = append(sh.fifo[:0], sh.fifo[sh.head:]...)
+		sh.head = 0
+	}
+}
+
+// Seen reports whether nonce is known as used at now, without using it. Safe for
+// concurrent use; for admin views and tests.
+func (s *NonceStore) Seen(nonce []byte, now time.Time) bool {
+	d := nonceDigest(nonce)
+	sh := &s.shards[d[0]%nonceShards]
+	sh.mu.Lock()
+	exp, ok := sh.m[d]
+	sh.mu.Unlock()
+	return ok && exp > now.UnixNano()
+}
+
+// Len returns how many nonces the store remembers.
+func (s *NonceStore) Len() int { return int(s.n.Load()) }
+
+// Start runs the loop that sends used nonces to the other nodes. Close stops it.
+func (s *NonceStore) Start() { s.startOnce.Do(func() { go s.loop() }) }
+
+// Close stops the send loop after a last flush, and waits for it. Idempotent.
+func (s *NonceStore) Close() {
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		started := true
+		s.startOnce.Do(func() { started = false })
+		if started {
+			<-s.done
+		}
+	})
+}
+
+func (s *NonceStore) loop() {
+	defer close(s.done)
+	t := time.NewTicker(s.cfg.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			s.flush()
+			return
+		case <-t.C:
+			s.flush()
+		}
+	}
+}
+
+// flush sends what was used since the last flush as a new batch, sends again the
+// batches some live member has not acknowledged after resendAfter, and drops those
+// every live member has. Batches are split to fit a packet.
+func (s *NonceStore) flush() {
+	var fresh []byte
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		if len(sh.pending) > 0 {
+			fresh = append(fresh, sh.pending...)
+			sh.pending = sh.pending[:0]
+		}
+		sh.mu.Unlock()
+	}
+	if s.cfg.Transport == nil {
+		return
+	}
+	now := time.Now()
+	const per = (maxPacket - 200) / digestLen * digestLen // room for the header
+	for len(fresh) > 0 {
+		n := min(len(fresh), per)
+		s.seq++
+		s.unacked = append(s.unacked, nonceBatch{seq: s.seq, digests: fresh[:n:n]})
+		fresh = fresh[n:]
+	}
+	// The lowest acknowledgement among live members.
+	self := s.name
+	minAck := s.seq
+	s.ackMu.Lock()
+	for _, m := range s.cfg.Transport.MemberNames() {
+		if m != self {
+			minAck = min(minAck, s.acked[m])
+		}
+	}
+	s.ackMu.Unlock()
+	kept := s.unacked[:0]
+	for _, b := range s.unacked {
+		if b.seq > minAck {
+			kept = append(kept, b)
+		}
+	}
+	clear(s.unacked[len(kept):])
+	s.unacked = kept
+	if len(s.unacked) > maxUnacked {
+		s.unacked = append(s.unacked[:0], s.unacked[len(s.unacked)-maxUnacked:]...)
+	}
+	sent := false
+	for i := range s.unacked {
+		b := &s.unacked[i]
+		if !b.lastSent.IsZero() && now.Sub(b.lastSent) < resendAfter {
+			continue
+		}
+		b.lastSent = now
+		s.send(b.seq, b.digests)
+		sent = true
+	}
+	s.ackMu.Lock()
+	ackNew := s.ackNew
+	s.ackMu.Unlock()
+	if !sent && ackNew {
+		s.send(0, nil) // acknowledgements only
+	}
+}
+
+// send writes one message: version, name, incarnation, sequence (0: none), the
+// cumulative acknowledgement per peer, then 16-byte digests.
+func (s *NonceStore) send(seq int64, digests []byte) {
+	msg := make([]byte, 0, 64+len(digests))
+	msg = append(msg, wireVersion)
+	msg = appendString(msg, s.name)
+	msg = binary.LittleEndian.AppendUint64(msg, s.inc)
+	msg = binary.AppendUvarint(msg, uint64(seq))
+	s.ackMu.Lock()
+	s.ackNew = false
+	msg = binary.AppendUvarint(msg, uint64(len(s.recv)))
+	for name, r := range s.recv {
+		msg = appendString(msg, name)
+		msg = binary.LittleEndian.AppendUint64(msg, r.inc)
+		msg = binary.AppendUvarint(msg, uint64(r.cum))
+	}
+	s.ackMu.Unlock()
+	msg = append(msg, digests...)
+	_ = s.cfg.Transport.SendToAll(s.cfg.Channel, msg)
+}
+
+// onMsg records nonces another node used, and its acknowledgements of ours. Nonces
+// are not sent on: every node hears from the node that saw the nonce.
+func (s *NonceStore) onMsg(b []byte) {
+	if len(b) < 1 || b[0] != wireVersion {
+		return
+	}
+	from, b, ok := readString(b[1:])
+	if !ok || len(b) < 8 {
+		return
+	}
+	inc := binary.LittleEndian.Uint64(b)
+	seq, b, ok := readUvarint(b[8:])
+	if !ok {
+		return
+	}
+	n, b, ok := readUvarint(b)
+	if !ok {
+		return
+	}
+	var ack int64
+	haveAck := false
+	for range n {
+		var peer string
+		var pinc uint64
+		var v int64
+		if peer, b, ok = readString(b); !ok || len(b) < 8 {
+			return
+		}
+		pinc = binary.LittleEndian.Uint64(b)
+		if v, b, ok = readUvarint(b[8:]); !ok {
+			return
+		}
+		if peer == s.name && pinc == s.inc {
+			ack, haveAck = v, true
+		}
+	}
+	now := s.cfg.Clock().UnixNano()
+	exp := now + int64(s.cfg.TTL)
+	for ; len(b) >= digestLen; b = b[digestLen:] {
+		s.remember(digest(b[:digestLen]), exp, now)
+	}
+	s.ackMu.Lock()
+	defer s.ackMu.Unlock()
+	if haveAck {
+		s.acked[from] = max(s.acked[from], ack)
+	}
+	if seq == 0 {
+		return
+	}
+	r := s.recv[from]
+	if r == nil || r.inc != inc {
+		r = &recvState{inc: inc, ooo: map[int64]bool{}}
+		s.recv[from] = r
+	}
+	if seq > r.cum {
+		r.ooo[seq] = true
+		if len(r.ooo) > 2*maxUnacked { // the sender gave up on a gap: skip it
+			lo := seq
+			for k := range r.ooo {
+				lo = min(lo, k)
+			}
+			r.cum = lo - 1
+		}
+		for r.ooo[r.cum+1] {
+			delete(r.ooo, r.cum+1)
+			r.cum++
+		}
+	}
+	s.ackNew = true
+}
+
+func (s *NonceStore) remember(d digest, exp, now int64) {
+	sh := &s.shards[d[0]%nonceShards]
+	sh.mu.Lock()
+	s.insertLocked(sh, d, exp, now)
+	sh.mu.Unlock()
+}
+
+// localState sends every live nonce with its expiry to a joining node, so it refuses
+// replays of nonces used before it joined.
+func (s *NonceStore) localState(join bool) []byte {
+	if !join {
+		return nil // nonces are not resynchronised periodically: each is sent 2×
+	}
+	now := s.cfg.Clock().UnixNano()
+	b := []byte{wireVersion}
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for d, exp := range sh.m {
+			if exp > now {
+				b = append(b, d[:]...)
+				b = binary.AppendUvarint(b, uint64(exp-now))
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return b
+}
+
+func (s *NonceStore) mergeState(b []byte, join bool) {
+	if len(b) < 1 || b[0] != wireVersion {
+		return
+	}
+	now := s.cfg.Clock().UnixNano()
+	for b = b[1:]; len(b) > digestLen; {
+		d := digest(b[:digestLen])
+		left, n := binary.Uvarint(b[digestLen:])
+		if n <= 0 {
+			return
+		}
+		b = b[digestLen+n:]
+		s.remember(d, now+int64(left), now)
+	}
+}

@@ -1,0 +1,27 @@
+package ratelimit
+
+// Transport is how the limiter and the nonce store reach the other nodes. cluster.Gossip
+// implements it (structurally: neither package imports the other); nil means a node
+// on its own. Implementations must be safe for concurrent use.
+type Transport interface {
+	// LocalName is this node's unique member name.
+	LocalName() string
+	// MemberNames lists the live members, this node included, in the same order on
+	// every node (sorted). Called once per flush, never on the hot path.
+	MemberNames() []string
+	// SendToAll sends msg on channel to every other live member, directly (not by
+	// epidemic gossip). It may be lossy (UDP); callers repeat what must not be lost.
+	// The transport does not keep msg after it returns.
+	SendToAll(channel byte, msg []byte) error
+	// Register attaches handlers to a channel: onMsg gets every message sent to it
+	// (and must not keep msg or block); localState and mergeState join the
+	// transport's push/pull state exchange, which runs when a node joins (before
+	// Join returns) and periodically after.
+	Register(channel byte, onMsg func(msg []byte), localState func(join bool) []byte, mergeState func(buf []byte, join bool)) error
+}
+
+// Default channels on the Transport. The node may choose others (Config.Channel).
+const (
+	ChannelCounts byte = 1
+	ChannelNonces byte = 2
+)
