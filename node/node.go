@@ -25,6 +25,7 @@ import (
 	"github.com/tollgate/tollgate/cluster"
 	"github.com/tollgate/tollgate/fsm"
 	"github.com/tollgate/tollgate/proxy"
+	"github.com/tollgate/tollgate/ratelimit"
 )
 
 // Config is a node's configuration: where it keeps data and what it listens on.
@@ -80,6 +81,8 @@ type Node struct {
 	proxy   *proxy.Proxy
 	gossip  *cluster.Gossip
 	members *cluster.Membership
+	limiter *ratelimit.Limiter
+	nonces  *ratelimit.NonceStore
 	reg     *prometheus.Registry
 	token   string
 	started time.Time
@@ -172,11 +175,18 @@ func Start(cfg Config) (*Node, error) {
 		}
 		return nil, err
 	}
+	if err := n.startQuotas(); err != nil {
+		n.gossip.Shutdown()
+		n.dataLn.Close()
+		n.adminLn.Close()
+		return nil, err
+	}
 	n.raft, err = cluster.OpenRaft(cluster.RaftConfig{
 		ID: id, Dir: filepath.Join(cfg.DataDir, "raft"), Addr: cfg.Raft,
 		Bootstrap: len(cfg.Join) == 0, LogOutput: cfg.RaftLog,
 	}, n.fsm)
 	if err != nil {
+		n.stopQuotas()
 		n.gossip.Shutdown()
 		n.dataLn.Close()
 		n.adminLn.Close()
@@ -185,6 +195,7 @@ func Start(cfg Config) (*Node, error) {
 	n.members = cluster.StartMembership(n.raft, n.gossip, cluster.MembershipConfig{
 		MaxVoters: cfg.MaxVoters, DeadGrace: cfg.DeadGrace, Logger: n.log})
 	n.gossip.OnEvent(func(cluster.MemberEvent) { n.members.Kick() })
+	n.updatePolicies(n.fsm.State())
 	n.proxy.Update(n.fsm.State())
 	n.certs.update(n.fsm.State())
 	n.wg.Add(4)
@@ -239,6 +250,7 @@ func (n *Node) compileLoop() {
 		case <-n.fsm.Changed():
 		}
 		s := n.fsm.State()
+		n.updatePolicies(s)
 		n.proxy.Update(s)
 		if err := n.certs.update(s); err != nil {
 			n.log.Error("TLS certificates", "err", err)
@@ -384,6 +396,7 @@ func (n *Node) Close(ctx context.Context) error {
 	if err := n.raft.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("raft: %w", err))
 	}
+	n.stopQuotas()
 	if err := n.gossip.Shutdown(); err != nil {
 		errs = append(errs, fmt.Errorf("gossip: %w", err))
 	}
