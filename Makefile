@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: all build test test-unit test-e2e vet bench fuzz clean
+.PHONY: all build test test-unit test-e2e vet bench bench-quick fuzz clean
 
 all: build
 
@@ -38,7 +38,10 @@ fuzz:
 # The benchmark: Tollgate against the backend direct, nginx and a bare fasthttp proxy,
 # in one run. PROFILE=1 also writes CPU and heap profiles of Tollgate under load.
 bench:
-	$(GO) run ./bench $(if $(PROFILE),-profile) $(BENCHFLAGS)
+	$(GO) run ./bench $(if $(PROFILE),-profile) $(BENCH_FLAGS)
+
+bench-quick:
+	$(GO) run ./bench -quick
 
 clean:
 	rm -rf bin

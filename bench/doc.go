@@ -1,0 +1,43 @@
+// Command bench measures Tollgate against the same fixed backend called
+// directly, through nginx and through a bare fasthttp reverse proxy, in one
+// run, so that every figure it prints is a ratio measured on the same machine
+// at the same time.
+//
+// Usage, from the repository root:
+//
+//	go run ./bench                      # every scenario, 3 rounds × 5 s per target
+//	go run ./bench -quick               # a short smoke run (CI)
+//	go run ./bench -scenarios anon -targets direct,nginx,tollgate
+//	go run ./bench -profile             # also write Tollgate CPU and heap profiles
+//
+// What it starts, each as a child process in its own process group (stopped on
+// exit, error or Ctrl-C):
+//
+//   - backend: a fasthttp server (this binary re-executed) answering a 64-byte
+//     JSON body on every path and a 4 KiB body on paths ending in /4k;
+//   - nginx: nginx -p TMP -g 'daemon off;' with a generated proxy_pass config
+//     (upstream keep-alive, access_log off, worker_processes 2); a run without
+//     nginx says so and reports the rest;
+//   - bareproxy: a reverse proxy of a few dozen lines on fasthttp.HostClient
+//     (this binary re-executed; see bareproxy.go), the floor our pipeline is
+//     measured against;
+//   - tollgate: `tollgate node` built from ./cmd/tollgate on free ports with a
+//     temporary data directory; each scenario applies its own declarative file
+//     with `tollgate apply -f`.
+//
+// The load generator is closed-loop: -conns connections, each with exactly one
+// outstanding request, written and read on a raw connection with
+// fasthttp.Request/Response. A scenario builds every request through a
+// per-connection function, so a request can carry a fresh nonce and signature.
+// Each (round, target) segment warms up, then records latencies into HDR
+// histograms for -duration; rounds alternate between targets (rotating their
+// order) so that the machine's drift cancels in the ratios. CPU time of the
+// target's processes (and of their children, such as nginx workers) is read from
+// /proc before and after each segment.
+//
+// Output: a progress line on stderr, a markdown table on stdout, and under
+// bench/results/ a timestamped JSON file, latest.json, latest.md and latest.svg.
+//
+// Scenarios live in one table (scenarios.go): a name, what the Tollgate file
+// must declare, and how to build a request. Adding one is adding an entry.
+package main

@@ -1,0 +1,304 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// report is everything a run measured; it is written as JSON.
+type report struct {
+	Started   time.Time       `json:"started"`
+	Finished  time.Time       `json:"finished"`
+	Command   string          `json:"command"`
+	Commit    string          `json:"commit,omitempty"`
+	Host      hostInfo        `json:"host"`
+	Options   options         `json:"options"`
+	Scenarios []scenarioInfo  `json:"scenarios"`
+	Rows      []*row          `json:"rows"`
+	Notes     []string        `json:"notes,omitempty"`
+	Profiles  []string        `json:"profiles,omitempty"`
+	files     string          // where the results went, for the user
+	out       string          // results directory, once known
+	byKey     map[string]*row // scenario/target → row
+	stamp     string
+}
+
+type hostInfo struct {
+	CPUs      int    `json:"cpus"`
+	CPU       string `json:"cpu"`
+	Go        string `json:"go"`
+	OS        string `json:"os"`
+	Nginx     string `json:"nginx,omitempty"`
+	LoadGen   string `json:"loadgen"`
+	LoadAvg   string `json:"loadavgAtStart,omitempty"` // /proc/loadavg: others' load skews figures
+	Kernel    string `json:"kernel,omitempty"`
+	GoMaxProc int    `json:"gomaxprocs"`
+}
+
+type scenarioInfo struct {
+	Name string `json:"name"`
+	Desc string `json:"desc"`
+}
+
+// row is one scenario × target, summed over the rounds. Latencies are in
+// milliseconds, CPU in seconds.
+type row struct {
+	Scenario       string    `json:"scenario"`
+	Target         string    `json:"target"`
+	Skipped        string    `json:"skipped,omitempty"`
+	Requests       int64     `json:"requests"`
+	Seconds        float64   `json:"seconds"`
+	RPS            float64   `json:"rps"`
+	RoundRPS       []float64 `json:"roundRps"`
+	Spread         float64   `json:"spreadPct"` // (max − min) / mean of RoundRPS, %
+	P50            float64   `json:"p50ms"`
+	P99            float64   `json:"p99ms"`
+	P999           float64   `json:"p999ms"`
+	Max            float64   `json:"maxms"`
+	RatioDirect    float64   `json:"ratioToDirect,omitempty"`
+	RatioNginx     float64   `json:"ratioToNginx,omitempty"`
+	P99OverNginx   float64   `json:"p99OverNginxMs,omitempty"`
+	CPUSeconds     float64   `json:"cpuSeconds"`
+	CPUPer10k      float64   `json:"cpuSecondsPer10k"`
+	CPURatioNginx  float64   `json:"cpuRatioToNginx,omitempty"`
+	BackendCPU10k  float64   `json:"backendCpuSecondsPer10k"`
+	Errors         int64     `json:"transportErrors"`
+	BadStatus      int64     `json:"non200"`
+	BadBody        int64     `json:"badBody"`
+	hist           *hdrhistogram.Histogram
+	backendCPUSecs float64
+}
+
+func newReport(o options, scs []scenario) *report {
+	r := &report{
+		Started: time.Now(), Options: o, byKey: map[string]*row{},
+		Command: strings.TrimSpace("go run ./bench " + strings.Join(os.Args[1:], " ")),
+		Host: hostInfo{
+			CPUs: runtime.NumCPU(), CPU: cpuModel(), Go: runtime.Version(),
+			OS: runtime.GOOS + "/" + runtime.GOARCH, GoMaxProc: runtime.GOMAXPROCS(0),
+			LoadGen: fmt.Sprintf("closed loop, %d connections × 1 outstanding request, in-process", o.Conns),
+		},
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		r.Host.LoadAvg = strings.Join(strings.Fields(string(b))[:3], " ")
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		r.Host.Kernel = strings.TrimSpace(string(b))
+	}
+	if root := repoRoot(); root != "" {
+		if out, err := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output(); err == nil {
+			r.Commit = strings.TrimSpace(string(out))
+		}
+	}
+	r.Host.Nginx = nginxVersion()
+	r.stamp = r.Started.UTC().Format("20060102-150405")
+	for _, s := range scs {
+		r.Scenarios = append(r.Scenarios, scenarioInfo{s.name, s.desc})
+	}
+	return r
+}
+
+func (r *report) row(sc, t string) *row {
+	k := sc + "/" + t
+	if x := r.byKey[k]; x != nil {
+		return x
+	}
+	x := &row{Scenario: sc, Target: t, hist: newHist()}
+	r.byKey[k] = x
+	r.Rows = append(r.Rows, x)
+	return x
+}
+
+func (r *report) skip(sc, t, why string) { r.row(sc, t).Skipped = why }
+
+// add folds one segment into its row.
+func (r *report) add(sc, t string, res loadResult, cpu, backendCPU float64) {
+	x := r.row(sc, t)
+	x.Requests += res.Requests
+	x.Seconds += res.Seconds
+	if res.Seconds > 0 {
+		x.RoundRPS = append(x.RoundRPS, round(float64(res.Requests)/res.Seconds, 0))
+	}
+	x.Errors += res.Errors
+	x.BadStatus += res.BadCode
+	x.BadBody += res.BadBody
+	x.CPUSeconds += cpu
+	x.backendCPUSecs += backendCPU
+	if res.hist != nil {
+		x.hist.Merge(res.hist)
+	}
+}
+
+// finish computes rates, percentiles and ratios, and sorts the rows into
+// scenario and target order.
+func (r *report) finish() {
+	r.Finished = time.Now()
+	for _, x := range r.Rows {
+		if x.Seconds > 0 {
+			x.RPS = round(float64(x.Requests)/x.Seconds, 0)
+		}
+		if x.hist.TotalCount() > 0 {
+			x.P50 = ms(x.hist.ValueAtQuantile(50))
+			x.P99 = ms(x.hist.ValueAtQuantile(99))
+			x.P999 = ms(x.hist.ValueAtQuantile(99.9))
+			x.Max = ms(x.hist.Max())
+		}
+		if x.Requests > 0 {
+			x.CPUPer10k = round(x.CPUSeconds/float64(x.Requests)*1e4, 4)
+			x.BackendCPU10k = round(x.backendCPUSecs/float64(x.Requests)*1e4, 4)
+		}
+		x.CPUSeconds = round(x.CPUSeconds, 2)
+		if len(x.RoundRPS) > 1 && x.RPS > 0 {
+			lo, hi := x.RoundRPS[0], x.RoundRPS[0]
+			for _, v := range x.RoundRPS {
+				lo, hi = min(lo, v), max(hi, v)
+			}
+			x.Spread = round((hi-lo)/x.RPS*100, 1)
+		}
+	}
+	for _, x := range r.Rows {
+		if d := r.byKey[x.Scenario+"/"+tDirect]; d != nil && d.RPS > 0 && x.RPS > 0 {
+			x.RatioDirect = round(x.RPS/d.RPS, 3)
+		}
+		if n := r.byKey[x.Scenario+"/"+tNginx]; n != nil && n.RPS > 0 && x.RPS > 0 {
+			x.RatioNginx = round(x.RPS/n.RPS, 3)
+			x.P99OverNginx = round(x.P99-n.P99, 3)
+			if n.CPUPer10k > 0 {
+				x.CPURatioNginx = round(x.CPUPer10k/n.CPUPer10k, 3)
+			}
+		}
+	}
+	var sorted []*row
+	for _, s := range r.Scenarios {
+		for _, t := range allTargets {
+			if x := r.byKey[s.Name+"/"+t]; x != nil {
+				sorted = append(sorted, x)
+			}
+		}
+	}
+	r.Rows = sorted
+}
+
+// markdown renders the table and the notes.
+func (r *report) markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n`%s` — %s, %d CPUs, %s, %s; %d conns, %d rounds × %v per target (+%v warm-up); load average at start %s\n\n",
+		r.Command, r.Host.CPU, r.Host.CPUs, r.Host.Go, orDash(r.Host.Nginx), r.Options.Conns, r.Options.Rounds,
+		r.Options.Duration, r.Options.Warmup, r.Host.LoadAvg)
+	b.WriteString("| scenario | target | req/s | ± rounds | p50 ms | p99 ms | p99.9 ms | ×direct | ×nginx | p99 − nginx ms | CPU s/10k req | CPU ×nginx | errors |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, x := range r.Rows {
+		if x.Skipped != "" || x.Requests == 0 {
+			why := x.Skipped
+			if why == "" {
+				why = "no answers"
+			}
+			fmt.Fprintf(&b, "| %s | %s | skipped: %s | | | | | | | | | | |\n", x.Scenario, x.Target, mdEscape(why))
+			continue
+		}
+		fmt.Fprintf(&b, "| %s | %s | %.0f | %s | %.2f | %.2f | %.2f | %s | %s | %s | %.3f | %s | %d |\n",
+			x.Scenario, x.Target, x.RPS, spread(x), x.P50, x.P99, x.P999,
+			ratio(x.RatioDirect), ratio(x.RatioNginx), signed(x.P99OverNginx, x.RatioNginx > 0),
+			x.CPUPer10k, ratio(x.CPURatioNginx), x.Errors+x.BadStatus+x.BadBody)
+	}
+	if len(r.Notes) > 0 {
+		b.WriteString("\n")
+		for _, n := range r.Notes {
+			fmt.Fprintf(&b, "- %s\n", n)
+		}
+	}
+	return b.String()
+}
+
+// write stores <stamp>.json, latest.json, latest.md and latest.svg in dir.
+func (r *report) write(dir string) error {
+	r.out = dir
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	stamped := filepath.Join(dir, r.stamp+".json")
+	for name, data := range map[string][]byte{
+		stamped:                           js,
+		filepath.Join(dir, "latest.json"): js,
+		filepath.Join(dir, "latest.md"):   []byte(r.markdown()),
+		filepath.Join(dir, "latest.svg"):  []byte(r.svg()),
+	} {
+		if err := os.WriteFile(name, data, 0o644); err != nil {
+			return err
+		}
+	}
+	r.files = "results: " + stamped + ", latest.{json,md,svg}"
+	return nil
+}
+
+// profileDir is where -profile writes its files.
+func (r *report) profileDir() string {
+	return filepath.Join(r.out, "profile-"+r.stamp)
+}
+
+// ms converts a histogram value (µs) to milliseconds.
+func ms(us int64) float64 { return round(float64(us)/1000, 3) }
+
+func round(v float64, digits int) float64 {
+	p := 1.0
+	for range digits {
+		p *= 10
+	}
+	if v < 0 {
+		return -float64(int64(-v*p+0.5)) / p
+	}
+	return float64(int64(v*p+0.5)) / p
+}
+
+func ratio(v float64) string {
+	if v == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+func signed(v float64, ok bool) string {
+	if !ok {
+		return "–"
+	}
+	return fmt.Sprintf("%+.2f", v)
+}
+
+func spread(x *row) string {
+	if len(x.RoundRPS) < 2 {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f%%", x.Spread)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "no nginx"
+	}
+	return s
+}
+
+func mdEscape(s string) string {
+	s = strings.ReplaceAll(s, "|", `\|`)
+	return strings.ReplaceAll(s, "\n", " ")
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
