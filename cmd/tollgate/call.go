@@ -187,7 +187,7 @@ Examples:
 	}
 	f := cmd.Flags()
 	f.StringArrayVarP(&headers, "header", "H", nil, "request header 'Name: value' (repeatable)")
-	f.StringVarP(&data, "data", "d", "", "request body (@FILE reads a file)")
+	f.StringVarP(&data, "body", "d", "", "request body (@FILE reads a file)")
 	f.StringArrayVar(&forms, "form", nil, "form parameter key=value (repeatable; sends a urlencoded body)")
 	f.StringVar(&appName, "app", "", "sign as this app (its key and secret come from the admin API)")
 	f.StringVar(&key, "key", "", "AppKey")
