@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/fsm"
+	"github.com/tollgate/tollgate/param"
 	"github.com/valyala/fasthttp"
 )
 
@@ -125,6 +126,17 @@ type httpBackend struct {
 	path    []pathPart
 	method  []byte // override; nil keeps the client's method
 	timeout time.Duration
+
+	// plan, when the API declares parameters, builds the path after prefix instead of
+	// path (mapped parameters, constants and system parameters can fill segments).
+	plan   *param.Plan
+	prefix []byte
+	sys    bool // the plan reads system parameters
+	// sigKey names the backend key that signs what is sent; the key itself is read
+	// from the request's table. sigHeaders are the header parameters the gateway
+	// writes, which the signature covers besides every X-Ca-* header.
+	sigKey     string
+	sigHeaders []string
 }
 
 // clientKey identifies a HostClient: calls to the same scheme, address and CA share one
@@ -180,13 +192,73 @@ func (b *builder) newHTTP(r *Route, def *fsm.APIDef) (Step, error) {
 	if tmpl == "" {
 		tmpl = def.Path // no backend path: forward to the same path as the API's
 	}
-	if h.path, err = compileBackendPath(strings.TrimSuffix(u.Path, "/"), tmpl, r.paramNames); err != nil {
+	if r.plan != nil {
+		h.plan = r.plan
+		h.prefix = []byte(strings.TrimSuffix(u.Path, "/"))
+		h.sys = len(be.System) > 0
+	} else if h.path, err = compileBackendPath(strings.TrimSuffix(u.Path, "/"), tmpl, r.paramNames); err != nil {
 		return nil, err
+	}
+	if be.Signature != "" {
+		if _, ok := b.state.BackendKeys[be.Signature]; !ok {
+			return nil, fmt.Errorf("backend.signature names backend key %q, which does not exist", be.Signature)
+		}
+		h.sigKey = be.Signature
+		h.sigHeaders = signedHeaderParams(def)
 	}
 	if h.client, err = b.client(scheme, addr, u.Hostname(), be.CA); err != nil {
 		return nil, err
 	}
 	return h.serve, nil
+}
+
+// signedHeaderParams lists the headers the API sends as parameters (declared header
+// parameters where they stay or are mapped to, constants, system parameters, JWT
+// claims), for the backend signature. X-Ca-* headers are signed anyway.
+func signedHeaderParams(def *fsm.APIDef) []string {
+	var names []string
+	for _, p := range def.Params {
+		out, name := p.In, p.Name
+		for _, m := range def.Backend.Map {
+			if m.Param == p.Name {
+				if m.In != "" {
+					out = m.In
+				}
+				if m.Name != "" {
+					name = m.Name
+				}
+			}
+		}
+		if out == fsm.InHeader {
+			names = append(names, name)
+		}
+	}
+	for _, k := range def.Backend.Constants {
+		if k.In == fsm.InHeader {
+			names = append(names, k.Name)
+		}
+	}
+	for _, k := range def.Backend.System {
+		if k.In == fsm.InHeader {
+			if k.Name != "" {
+				names = append(names, k.Name)
+			} else {
+				names = append(names, k.Param)
+			}
+		}
+	}
+	if def.JWT != nil {
+		for _, cl := range def.JWT.Claims {
+			if cl.In == fsm.InHeader {
+				if cl.Name != "" {
+					names = append(names, cl.Name)
+				} else {
+					names = append(names, cl.Claim)
+				}
+			}
+		}
+	}
+	return names
 }
 
 // compileBackendPath turns prefix+tmpl (like /v2/weather/[city]) into parts. Literals
@@ -268,11 +340,20 @@ func (h *httpBackend) serve(c *Call) bool {
 
 	// Backend path first: params point into c.path, which the URI change below leaves alone.
 	p := c.buf[:0]
-	for i := range h.path {
-		if h.path[i].param < 0 {
-			p = append(p, h.path[i].lit...)
-		} else {
-			p = appendEscapedSegment(p, c.params.v[h.path[i].param])
+	if h.plan != nil {
+		var sys *param.System
+		if h.sys {
+			sys = c.system()
+		}
+		p = append(p, h.prefix...)
+		p = h.plan.BackendPath(p, c.params.v[:c.params.n], sys, &c.ps)
+	} else {
+		for i := range h.path {
+			if h.path[i].param < 0 {
+				p = append(p, h.path[i].lit...)
+			} else {
+				p = appendEscapedSegment(p, c.params.v[h.path[i].param])
+			}
 		}
 	}
 	c.buf = p
@@ -299,6 +380,16 @@ func (h *httpBackend) serve(c *Call) bool {
 	// The client's Connection: close is the server's business (fasthttp recorded it
 	// before calling us); the backend connection stays keep-alive.
 	req.Header.ResetConnectionClose()
+	if h.sigKey != "" {
+		// Signed last, over the request exactly as it is sent. The key comes from the
+		// same table as the route, so a key switch signs each call whole with one key.
+		k := c.table.backendKeys[h.sigKey]
+		if k == nil {
+			return c.FailDetail(ErrInternal, "backend key missing")
+		}
+		uri.DisablePathNormalizing = true // as the HostClient sends it
+		k.Sign(req, h.sigHeaders, &c.sig)
+	}
 
 	start := time.Now()
 	err := h.client.DoTimeout(req, &ctx.Response, h.timeout)

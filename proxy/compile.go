@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/tollgate/tollgate/access"
 	"github.com/tollgate/tollgate/fsm"
+	"github.com/tollgate/tollgate/param"
+	"github.com/tollgate/tollgate/signature"
 )
 
 // Route is one API version served in one stage, compiled: its pipeline steps and
@@ -18,7 +21,10 @@ type Route struct {
 	// Def is the served version's definition. Shared and read-only.
 	Def *fsm.APIDef
 
-	paramNames []string // path parameters in pattern order; Call.params follows it
+	ref        string      // GROUP/API, the key of the app's grants
+	paramNames []string    // path parameters in pattern order; Call.params follows it
+	plan       *param.Plan // parameter verification and conversion; nil when none declared
+	apiName    []byte      // CaApiName
 	steps      []Step
 	series     *series
 	method     string    // normalized method, for re-placing a reused route
@@ -42,6 +48,13 @@ type table struct {
 	hosts    map[string]*groupTable // lower-cased host without port
 	unrouted *series                // group="" api="" stage=""
 	routes   int
+
+	// State outside the API versions, compiled per table (see app).
+	apps        map[string]*app                  // by AppKey
+	codes       map[string]*app                  // by AppCode
+	backendKeys map[string]*signature.BackendKey // by name
+	ipPolicies  map[string]*access.IPRules       // by name
+	trusted     *access.Trusted                  // Config.TrustedProxies
 }
 
 // groupTable routes one group: one router per stage, plus a router of every API the
@@ -65,6 +78,7 @@ type builder struct {
 	cur         *Route               // the route being compiled, for its clientKeys
 	routes      map[routeKey]*Route  // routes of the new table, reusable by the next
 	patterns    map[string][]segment // parsed paths; segments are shared and read-only
+	state       *fsm.State           // the state being compiled, for existence checks only
 }
 
 func (b *builder) problem(format string, args ...any) {
@@ -72,12 +86,14 @@ func (b *builder) problem(format string, args ...any) {
 }
 
 func (b *builder) build(s *fsm.State) *table {
-	t := &table{hosts: map[string]*groupTable{}}
+	t := &table{hosts: map[string]*groupTable{}, trusted: b.p.trusted}
 	t.unrouted = b.seriesFor(seriesKey{})
 	if s == nil {
 		return t
 	}
 	t.index = s.Index
+	b.compileState(t, s)
+	b.state = s
 	reuse := reusable()
 	groups := map[string]*groupTable{}
 	for _, name := range fsm.SortedKeys(s.Groups) {
@@ -212,7 +228,8 @@ func (b *builder) route(group, api string, st fsm.Stage, v fsm.Version) (string,
 	if err != nil {
 		return "", nil, nil, err
 	}
-	r := &Route{Group: group, API: api, Stage: st, Version: v.Number, Def: &def, method: method, segs: segs}
+	r := &Route{Group: group, API: api, Stage: st, Version: v.Number, Def: &def, method: method, segs: segs,
+		ref: fsm.APIRef(group, api), apiName: []byte(api)}
 	b.cur = r
 	defer func() { b.cur = nil }()
 	for _, s := range segs {

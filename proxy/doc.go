@@ -11,6 +11,20 @@
 // at all. The hot path reads only the compiled table, takes no locks and, for a routed
 // anonymous request, allocates nothing (alloc_test.go guards this).
 //
+// # Apps, grants and keys
+//
+// auth: app checks the Alibaba app signature (signature.Verifier: HmacSHA256/SHA1,
+// timestamp window Config.SignatureWindow, Content-MD5, nonce once through
+// Config.Nonces); auth: appcode takes `Authorization: APPCODE <code>` or the AppCode
+// query parameter (and strips it); auth: jwt is access.JWTVerifier. The grant stage
+// then requires the app's grant of the API in the request's stage, unexpired. Apps,
+// grants, backend keys and IP policies live outside the API versions, so they are
+// compiled into the table, not the route, and stages read them through the Call: a
+// route is still reused across versions, and a revoked grant, a disabled app or a
+// changed key applies from the first request on the new table. An API that declares
+// parameters compiles a param.Plan (verify stage); forward builds the backend path
+// from it and, when backend.signature names a key, signs the final request.
+//
 // # Config versions
 //
 // Update compiles a whole table from an fsm.State and publishes it with an

@@ -65,21 +65,21 @@ var (
 	ErrBodyTooLarge   = def(413, "I413RL", "Request Body Too Large", "the request body exceeds the node's body limit")
 	ErrURLTooLarge    = def(413, "I413UL", "Request URL Or Headers Too Large", "the request line and headers exceed the node's header limit")
 
-	// Auth (A). Only ErrAuthUnsupported is answered by this build; the rest are reserved
-	// for app signatures, AppCode and JWT so the table is whole in one place.
-	ErrAuthUnsupported  = def(401, "A401NS", "Auth Mode Not Supported By This Build", "the API's auth mode (app, appcode, jwt) is not implemented by this node; the call is refused")
-	ErrInvalidAppKey    = def(400, "A400IK", "Invalid AppKey", "X-Ca-Key names no app, or the app is disabled")
-	ErrInvalidAppCode   = def(400, "A400IC", "Invalid AppCode", "the APPCODE names no app")
-	ErrInvalidSignature = def(403, "A403IS", "Invalid Signature", "X-Ca-Signature does not match; the message carries the server's StringToSign")
-	ErrTimestampExpired = def(400, "A400TE", "Timestamp Expired", "X-Ca-Timestamp is more than 15 minutes away from the node's clock")
-	ErrInvalidTimestamp = def(400, "A400IT", "Invalid Timestamp", "X-Ca-Timestamp is missing or not milliseconds since the epoch")
-	ErrNonceUsed        = def(400, "A400NU", "Nonce Used", "X-Ca-Nonce was already used within 15 minutes")
-	ErrInvalidNonce     = def(400, "A400IN", "Invalid Nonce", "X-Ca-Nonce is missing or too long")
-	ErrInvalidMD5       = def(400, "A400MD", "Invalid Content-MD5", "Content-MD5 does not match the body")
-	ErrInvalidToken     = def(401, "A401IT", "Invalid Token", "the JWT is missing, malformed, expired or not signed by a configured key")
-	ErrUnauthorized     = def(403, "A403NG", "Unauthorized", "the app holds no grant for this API in this stage")
-	ErrGrantExpired     = def(403, "A403EX", "Expiry of Authorization", "the app's grant for this API has expired")
-	ErrIPDenied         = def(403, "A403IP", "Access Denied By IP Control", "the client address is refused by the API's IP policy")
+	// Auth (A).
+	ErrAuthUnsupported        = def(401, "A401NS", "Auth Mode Not Supported By This Build", "the API's auth mode is none of app, appcode, jwt and anonymous; the call is refused")
+	ErrInvalidAppKey          = def(400, "A400IK", "Invalid AppKey", "X-Ca-Key names no app, or the app is disabled")
+	ErrInvalidAppCode         = def(400, "A400IC", "Invalid AppCode", "the APPCODE (Authorization header or AppCode query parameter) names no enabled app")
+	ErrInvalidSignature       = def(403, "A403IS", "Invalid Signature", "X-Ca-Signature does not match; the message carries the server's StringToSign")
+	ErrInvalidSignatureMethod = def(400, "A400SM", "Invalid Signature Method", "X-Ca-Signature-Method is neither HmacSHA256 nor HmacSHA1")
+	ErrTimestampExpired       = def(400, "A400TE", "Timestamp Expired", "X-Ca-Timestamp is more than 15 minutes away from the node's clock")
+	ErrInvalidTimestamp       = def(400, "A400IT", "Invalid Timestamp", "X-Ca-Timestamp is missing or not milliseconds since the epoch")
+	ErrNonceUsed              = def(400, "A400NU", "Nonce Used", "X-Ca-Nonce was already used within 15 minutes")
+	ErrInvalidNonce           = def(400, "A400IN", "Invalid Nonce", "X-Ca-Nonce is missing or too long")
+	ErrInvalidMD5             = def(400, "A400MD", "Invalid Content-MD5", "Content-MD5 does not match the body")
+	ErrInvalidToken           = def(401, "A401IT", "Invalid Token", "the JWT is missing, malformed, expired, not yet valid, for another issuer or audience, replayed, or not signed by a configured key; the message says which")
+	ErrUnauthorized           = def(403, "A403NG", "Unauthorized", "the app holds no grant for this API in this stage")
+	ErrGrantExpired           = def(403, "A403EX", "Expiry of Authorization", "the app's grant for this API has expired")
+	ErrIPDenied               = def(403, "A403IP", "Access Denied By IP Control", "the client address is refused by the API's IP policy")
 
 	// Throttling (T).
 	ErrThrottledAPI  = def(429, "T429AR", "Throttled by API Flow Control", "the API's quota for the window is used up")
@@ -89,7 +89,8 @@ var (
 	// Parameters (I).
 	ErrInvalidParam = def(400, "I400IP", "Invalid Parameter", "a parameter fails its type or checks; the message names it")
 	ErrMissingParam = def(400, "I400MP", "Required Parameter Missing", "a required parameter is absent; the message names it")
-	ErrInvalidBody  = def(400, "I400BD", "Invalid Body", "the JSON body fails the API's schema")
+	ErrInvalidBody  = def(400, "I400BD", "Invalid Request Body", "the body fails the API's JSON Schema, is not JSON, or cannot carry the form parameters; the message says why")
+	ErrInjection    = def(400, "I400IJ", "Invalid Parameter", "a parameter value looks like SQL injection or XSS (guard: injection); the message names it")
 
 	// Backend (D).
 	ErrBackendTimeout     = def(504, "D504TO", "Backend Service Timeout", "the backend did not answer within the API's timeout")
@@ -109,7 +110,7 @@ func Errors() []*ErrorCode {
 
 // appendJSONString appends s with JSON string escaping (no surrounding quotes). It never
 // allocates beyond growing dst.
-func appendJSONString(dst []byte, s string) []byte {
+func appendJSONString[S string | []byte](dst []byte, s S) []byte {
 	const hex = "0123456789abcdef"
 	for i := 0; i < len(s); i++ {
 		c := s[i]
@@ -133,7 +134,7 @@ func appendJSONString(dst []byte, s string) []byte {
 
 // appendHeaderSafe appends s for use in a header value: control characters (which could
 // split the header) become '#', as Alibaba writes newlines of a StringToSign.
-func appendHeaderSafe(dst []byte, s string) []byte {
+func appendHeaderSafe[S string | []byte](dst []byte, s S) []byte {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c < 0x20 || c == 0x7f {

@@ -2,12 +2,14 @@ package proxy
 
 import (
 	"context"
+	"maps"
 	"net"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate/tollgate/fsm"
+	"github.com/tollgate/tollgate/signature"
 	"github.com/valyala/fasthttp"
 )
 
@@ -174,4 +176,117 @@ func wantError(t *testing.T, r result, e *ErrorCode) {
 	if r.hdr["X-Ca-Error-Message"] == "" {
 		t.Fatalf("no X-Ca-Error-Message: %v", r.hdr)
 	}
+}
+
+// app adds an app with its key, code and live secrets (newest first).
+func (b *stateOf) app(name, key, code string, secrets ...string) *stateOf {
+	b.s.Apps[name] = fsm.App{Name: name, Owner: "owner-" + name, Key: key, Code: code, Secrets: secrets}
+	b.s.Index++
+	return b
+}
+
+// grant grants app the API ref in stages, until expires (nil: never).
+func (b *stateOf) grant(app, ref string, expires *time.Time, stages ...fsm.Stage) *stateOf {
+	b.s.Grants[fsm.GrantKey(app, ref)] = fsm.GrantSpec{App: app, API: ref, Stages: stages, Expires: expires}
+	b.s.Index++
+	return b
+}
+
+func (b *stateOf) backendKey(name, key, secret string) *stateOf {
+	b.s.BackendKeys[name] = fsm.BackendKey{Name: name, Key: key, Secret: secret}
+	b.s.Index++
+	return b
+}
+
+// copyState returns a copy of b's state whose maps can change without touching b's,
+// as the FSM publishes a new state per commit.
+func (b *stateOf) copyState() *stateOf {
+	s := *b.s
+	s.Groups = maps.Clone(b.s.Groups)
+	s.APIs = maps.Clone(b.s.APIs)
+	s.Deployments = maps.Clone(b.s.Deployments)
+	s.Apps = maps.Clone(b.s.Apps)
+	s.Grants = maps.Clone(b.s.Grants)
+	s.BackendKeys = maps.Clone(b.s.BackendKeys)
+	s.IPPolicies = maps.Clone(b.s.IPPolicies)
+	return &stateOf{s: &s}
+}
+
+// signedCall sends a request signed by sg (after headers and body are set); prepare,
+// if not nil, may change the request after signing (to tamper with it).
+func (g *testGateway) signedCall(t testing.TB, sg *signature.Signer, method, host, uri string, body []byte, prepare func(*fasthttp.Request), headers ...string) result {
+	t.Helper()
+	req := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(req)
+	req.Header.SetMethod(method)
+	req.SetRequestURI(uri)
+	req.Header.SetHost(host)
+	req.UseHostHeader = true
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Add(headers[i], headers[i+1])
+	}
+	if body != nil {
+		req.SetBody(body)
+	}
+	if sg != nil {
+		sg.Sign(req)
+	}
+	if prepare != nil {
+		prepare(req)
+	}
+	return g.do(t, req)
+}
+
+// do sends req and collects the answer.
+func (g *testGateway) do(t testing.TB, req *fasthttp.Request) result {
+	t.Helper()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseResponse(resp)
+	if err := g.client.DoTimeout(req, resp, 10*time.Second); err != nil {
+		t.Fatalf("%s %s: %v", req.Header.Method(), req.URI(), err)
+	}
+	r := result{status: resp.StatusCode(), body: string(resp.Body()), hdr: map[string]string{}}
+	for k, v := range resp.Header.All() {
+		r.hdr[string(k)] = string(v)
+	}
+	if len(r.hdr["X-Ca-Request-Id"]) != requestIDLen {
+		t.Errorf("%s %s: no request id in %v", req.Header.Method(), req.URI(), r.hdr)
+	}
+	return r
+}
+
+// wantErrorMessage is wantError that also checks X-Ca-Error-Message exactly.
+func wantErrorMessage(t *testing.T, r result, e *ErrorCode, msg string) {
+	t.Helper()
+	wantError(t, r, e)
+	if got := r.hdr["X-Ca-Error-Message"]; got != msg {
+		t.Fatalf("%s: message %q, want %q", e.Code, got, msg)
+	}
+}
+
+// fiveParamsDef is an app-signed API with five verified parameters (path, two query,
+// two header), three of them mapped elsewhere, a constant, system parameters and a
+// backend signature with key (empty: none).
+func fiveParamsDef(url, key string) fsm.APIDef {
+	minB, maxB, maxD := 1.0, 100.0, 16
+	return fsm.APIDef{Method: "GET", Path: "/five/[a]", Auth: fsm.AuthApp,
+		Params: []fsm.Param{
+			{Name: "a", In: fsm.InPath, Type: "string", Required: true, Regex: "^[a-z]+$"},
+			{Name: "b", In: fsm.InQuery, Type: "int", Min: &minB, Max: &maxB, Required: true},
+			{Name: "c", In: fsm.InQuery, Type: "string", Enum: []string{"up", "down"}},
+			{Name: "X-D", In: fsm.InHeader, Type: "string", MaxLength: &maxD},
+			{Name: "X-E", In: fsm.InHeader, Type: "boolean"},
+		},
+		Backend: fsm.Backend{Type: fsm.BackendHTTP, URL: url, Path: "/v1/[a]", Signature: key,
+			Map: []fsm.ParamMapping{
+				{Param: "b", In: fsm.InHeader, Name: "X-B"},
+				{Param: "c", In: fsm.InQuery, Name: "cc"},
+				{Param: "X-E", In: fsm.InQuery, Name: "e"},
+			},
+			Constants: []fsm.ConstantParam{{Name: "X-Source", In: fsm.InHeader, Value: "tollgate"}},
+			System: []fsm.SystemParam{
+				{Param: "CaClientIp", In: fsm.InHeader, Name: "X-Client-Ip"},
+				{Param: "CaAppId", In: fsm.InHeader, Name: "X-App"},
+				{Param: "CaRequestId", In: fsm.InQuery, Name: "rid"},
+			}}}
 }

@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tollgate/tollgate/access"
 	"github.com/tollgate/tollgate/fsm"
+	"github.com/tollgate/tollgate/signature"
 	"github.com/valyala/fasthttp"
 )
 
@@ -44,6 +46,20 @@ type Config struct {
 	// Logger receives compile problems and fasthttp's own log lines. Nil uses
 	// slog.Default().
 	Logger *slog.Logger
+
+	// SignatureWindow is how far an app signature's X-Ca-Timestamp may be from the
+	// node's clock, either way, and how long a nonce is remembered. Default 15 minutes.
+	SignatureWindow time.Duration
+	// Nonces remembers the X-Ca-Nonce values (and single-use JWT ids) already used.
+	// Nil uses a signature.LocalNonceStore of NonceCapacity, which protects this node
+	// only; the node swaps in the cluster-wide store here.
+	Nonces signature.NonceStore
+	// NonceCapacity sizes the default local nonce store. Default 1<<17.
+	NonceCapacity int
+	// TrustedProxies lists the proxies (CIDRs or addresses) whose X-Forwarded-For is
+	// believed for the client address (IP access control, CaClientIp). Empty trusts
+	// nobody: the client is the socket's peer.
+	TrustedProxies []string
 }
 
 // Proxy is Tollgate's data plane: a fasthttp server whose routing table is compiled from
@@ -63,6 +79,9 @@ type Proxy struct {
 
 	metrics *metrics
 
+	verifier *signature.Verifier // app signatures; its Nonces also back JWT single use
+	trusted  *access.Trusted
+
 	mu       sync.Mutex // serializes Update; guards the fields below
 	clients  map[string]*fasthttp.HostClient
 	series   map[seriesKey]*series
@@ -70,8 +89,12 @@ type Proxy struct {
 	routes   map[routeKey]*Route // the current table's compiled routes, by version
 }
 
+// defaultNonceCapacity sizes the default nonce store: about 6 MiB, the most recent
+// 131,072 nonces of the window remembered (see signature.LocalNonceStore).
+const defaultNonceCapacity = 1 << 17
+
 // New returns a Proxy serving an empty table (every group unknown) until Update. It
-// fails only when the metrics cannot be registered.
+// fails only when the metrics cannot be registered or TrustedProxies does not parse.
 func New(cfg Config) (*Proxy, error) {
 	if cfg.BaseDomain == "" {
 		cfg.BaseDomain = "localhost"
@@ -100,6 +123,19 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.SignatureWindow <= 0 {
+		cfg.SignatureWindow = signature.DefaultWindow
+	}
+	if cfg.NonceCapacity <= 0 {
+		cfg.NonceCapacity = defaultNonceCapacity
+	}
+	if cfg.Nonces == nil {
+		cfg.Nonces = signature.NewLocalNonceStore(cfg.SignatureWindow, cfg.NonceCapacity)
+	}
+	trusted, err := access.ParseTrusted(cfg.TrustedProxies)
+	if err != nil {
+		return nil, err
+	}
 	p := &Proxy{
 		cfg:      cfg,
 		base:     strings.Trim(strings.ToLower(cfg.BaseDomain), "."),
@@ -108,6 +144,8 @@ func New(cfg Config) (*Proxy, error) {
 		clients:  map[string]*fasthttp.HostClient{},
 		series:   map[seriesKey]*series{},
 		problems: map[string]bool{},
+		verifier: &signature.Verifier{Window: cfg.SignatureWindow, Nonces: cfg.Nonces},
+		trusted:  trusted,
 	}
 	p.calls.New = func() any { return &Call{} }
 	if cfg.Registerer != nil {
@@ -223,6 +261,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 // request is recorded under.
 func (p *Proxy) serve(c *Call, t *table) *series {
 	ctx := c.Ctx
+	c.table = t
 	c.host = normalizeHost(c.host[:0], ctx.Request.Header.Host())
 	g := t.hosts[string(c.host)]
 	if g == nil {
@@ -238,6 +277,7 @@ func (p *Proxy) serve(c *Call, t *table) *series {
 		}
 	}
 	c.Stage = fsm.Stages[si]
+	c.si = si
 
 	c.path = append(c.path[:0], ctx.Path()...)
 	m := methodIndex(ctx.Method())

@@ -215,7 +215,7 @@ func TestStageSelection(t *testing.T) {
 
 func TestRoutingErrors(t *testing.T) {
 	st := newStateOf().api("g", "a", mockDef("GET", "/a", "a"), fsm.StageRelease)
-	st.api("g", "signed", fsm.APIDef{Method: "GET", Path: "/signed", Auth: fsm.AuthApp,
+	st.api("g", "signed", fsm.APIDef{Method: "GET", Path: "/signed", Auth: "oauth2",
 		Backend: fsm.Backend{Type: fsm.BackendMock, Body: "secret"}}, fsm.StageRelease)
 	g := startProxy(t, Config{}, st.s)
 
@@ -227,7 +227,7 @@ func TestRoutingErrors(t *testing.T) {
 	}
 	r = g.call(t, "GET", "g.localhost", "/signed", nil)
 	wantError(t, r, ErrAuthUnsupported)
-	if strings.Contains(r.body, "secret") || !strings.Contains(r.hdr["X-Ca-Error-Message"], "app") {
+	if strings.Contains(r.body, "secret") || !strings.Contains(r.hdr["X-Ca-Error-Message"], "oauth2") {
 		t.Errorf("unsupported auth answered %q %v", r.body, r.hdr)
 	}
 	wantError(t, g.call(t, "GET", "other.localhost", "/a", nil), ErrDomainNotFound)
