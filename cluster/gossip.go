@@ -139,6 +139,10 @@ type Gossip struct {
 	mu      sync.Mutex
 	table   map[string]Member // every member seen, kept from event callbacks
 	leaving map[string]bool   // members that announced a clean Leave
+	// peers holds private copies of the live members but this one, rebuilt on every
+	// membership event: memberlist keeps changing the *Node values Members() returns,
+	// so sending to those would race with its own updates.
+	peers atomic.Pointer[[]*memberlist.Node]
 
 	metaMu sync.Mutex
 	meta   []byte
@@ -390,10 +394,11 @@ func (g *Gossip) SendToAll(channel byte, msg []byte) error {
 	buf[0] = channel
 	copy(buf[1:], msg)
 	var errs []error
-	for _, n := range g.ml.Members() {
-		if n.Name == g.name {
-			continue
-		}
+	peers := g.peers.Load()
+	if peers == nil {
+		return nil
+	}
+	for _, n := range *peers {
 		var err error
 		if len(buf) <= udpPayloadMax {
 			err = g.ml.SendBestEffort(n, buf)
@@ -527,6 +532,7 @@ func (e *gossipEvents) NotifyJoin(n *memberlist.Node) {
 	e.mu.Lock()
 	e.table[m.Name] = m
 	delete(e.leaving, m.Name)
+	e.rebuildPeers()
 	e.mu.Unlock()
 	e.events.push(MemberEvent{Kind: EventJoin, Member: m})
 }
@@ -541,6 +547,7 @@ func (e *gossipEvents) NotifyLeave(n *memberlist.Node) {
 		m.State = MemberLeft
 	}
 	e.table[m.Name] = m
+	e.rebuildPeers()
 	e.mu.Unlock()
 	e.events.push(MemberEvent{Kind: EventLeave, Member: m})
 }
@@ -550,8 +557,26 @@ func (e *gossipEvents) NotifyUpdate(n *memberlist.Node) {
 	m.State = MemberAlive
 	e.mu.Lock()
 	e.table[m.Name] = m
+	e.rebuildPeers()
 	e.mu.Unlock()
 	e.events.push(MemberEvent{Kind: EventUpdate, Member: m})
+}
+
+// rebuildPeers publishes copies of the live members but this one. Called with e.mu held.
+func (e *gossipEvents) rebuildPeers() {
+	peers := make([]*memberlist.Node, 0, len(e.table))
+	for _, m := range e.table {
+		if m.Name == e.name || m.State != MemberAlive {
+			continue
+		}
+		host, port, err := net.SplitHostPort(m.Addr)
+		if err != nil {
+			continue
+		}
+		p, _ := strconv.Atoi(port)
+		peers = append(peers, &memberlist.Node{Name: m.Name, Addr: net.ParseIP(host), Port: uint16(p)})
+	}
+	e.peers.Store(&peers)
 }
 
 // eventQueue hands events to the handler on its own goroutine, in order, so a slow
