@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate/tollgate/fsm"
+	"github.com/tollgate/tollgate/ratelimit"
 	"github.com/tollgate/tollgate/signature"
 	"github.com/valyala/fasthttp"
 )
@@ -167,5 +168,42 @@ func TestZeroAllocSecured(t *testing.T) {
 		if n := reqsAllocs(t, p, c.reqs); n != 0 {
 			t.Errorf("%s: %v allocations per request, want 0", c.name, n)
 		}
+	}
+}
+
+// TestZeroAllocThrottled: a quota check per API, app and user on every call, and the
+// default-subdomain cap, allocate nothing.
+func TestZeroAllocThrottled(t *testing.T) {
+	lim, err := ratelimit.New(ratelimit.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lim.SetPolicies([]ratelimit.Policy{
+		{Name: "p", Window: ratelimit.Day, API: 1 << 40, User: 1 << 39, App: 1 << 38},
+		{Name: SubdomainPolicy, Window: ratelimit.Day, API: 1 << 40},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	lim.Start()
+	defer lim.Close()
+	open := mockDef("GET", "/open", "ok")
+	open.Traffic = "p"
+	signed := mockDef("GET", "/signed", "ok")
+	signed.Traffic, signed.Auth = "p", fsm.AuthAppCode
+	st := newStateOf().
+		api("g", "open", open, fsm.StageRelease).
+		api("g", "signed", signed, fsm.StageRelease).
+		app("a1", "AK-1", "CODE-1", "secret-1").
+		grant("a1", "g/signed", nil, fsm.StageRelease)
+	p, err := New(Config{Registerer: prometheus.NewRegistry(), NodeID: "alloc", Limiter: lim, SubdomainDailyLimit: 1 << 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Update(st.s)
+	if a := handlerAllocs(t, p, "g.localhost", "/open"); a != 0 {
+		t.Errorf("API quota + subdomain cap: %.1f allocs per request", a)
+	}
+	if a := handlerAllocs(t, p, "g.localhost", "/signed", "Authorization", "APPCODE CODE-1"); a != 0 {
+		t.Errorf("API, app and user quotas: %.1f allocs per request", a)
 	}
 }

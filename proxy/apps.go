@@ -17,6 +17,7 @@ import (
 // the first request that loads the table of the commit that changed it.
 type app struct {
 	name     string
+	owner    string // the user its calls count against in traffic policies
 	nameB    []byte // CaAppId
 	keyB     []byte // CaAppKey
 	secrets  []*signature.Secret
@@ -45,7 +46,7 @@ func (b *builder) compileState(t *table, s *fsm.State) {
 	byName := make(map[string]*app, len(s.Apps))
 	for _, name := range fsm.SortedKeys(s.Apps) {
 		a := s.Apps[name]
-		ca := &app{name: a.Name, nameB: []byte(a.Name), keyB: []byte(a.Key), disabled: a.Disabled,
+		ca := &app{name: a.Name, owner: a.Owner, nameB: []byte(a.Name), keyB: []byte(a.Key), disabled: a.Disabled,
 			grants: map[string]grant{}}
 		if ca.name == "" {
 			ca.name, ca.nameB = name, []byte(name)

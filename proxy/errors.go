@@ -82,9 +82,10 @@ var (
 	ErrIPDenied               = def(403, "A403IP", "Access Denied By IP Control", "the client address is refused by the API's IP policy")
 
 	// Throttling (T).
-	ErrThrottledAPI  = def(429, "T429AR", "Throttled by API Flow Control", "the API's quota for the window is used up")
-	ErrThrottledApp  = def(429, "T429AP", "Throttled by APP Flow Control", "the app's quota for the window is used up")
-	ErrThrottledUser = def(429, "T429UR", "Throttled by USER Flow Control", "the app owner's quota for the window is used up")
+	ErrThrottledAPI    = def(429, "T429AR", "Throttled by API Flow Control", "the API's quota for the window is used up")
+	ErrThrottledApp    = def(429, "T429AP", "Throttled by APP Flow Control", "the app's quota for the window is used up")
+	ErrThrottledDomain = def(429, "T429DM", "Throttled by DOMAIN Flow Control", "the group's default subdomain has used its calls for the day (node flag --subdomain-daily-limit); custom domains are not capped")
+	ErrThrottledUser   = def(429, "T429UR", "Throttled by USER Flow Control", "the app owner's quota for the window is used up")
 
 	// Parameters (I).
 	ErrInvalidParam = def(400, "I400IP", "Invalid Parameter", "a parameter fails its type or checks; the message names it")

@@ -187,14 +187,13 @@ type stage struct {
 }
 
 // pipeline is the order stages run in. Routing happens before it (in the handler) and
-// record after it. A stage that is not built yet is absent: to add one (ratelimit/
-// plugs in here), write its builder and insert it in its place.
+// record after it. To add a stage, write its builder and insert it in its place.
 //
 //	route     handler: Host → group, X-Ca-Stage → stage, method+path → Route
 //	guard     IP access control (size limits are the fasthttp server's)
 //	auth      app signature | appcode | JWT | anonymous
 //	grant     app authorized for this API in this stage, not expired; per-app IP lists
-//	throttle  API / app / user quotas                                      — not yet
+//	throttle  default-subdomain cap; API / app / user quotas (ratelimit, cluster-wide)
 //	verify    parameter types and values, and conversion (param.Plan.Apply)
 //	convert   JWT claims passed to the backend
 //	forward   http(s) or mock backend; backend path and backend signature
@@ -206,6 +205,7 @@ var pipeline = []stage{
 	{"guard", buildGuard, true},
 	{"auth", buildAuth, true},
 	{"grant", buildGrant, true},
+	{"throttle", buildThrottle, true},
 	{"verify", buildVerify, true},
 	{"convert", buildClaims, true},
 	{"forward", buildForward, true},

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate/tollgate/access"
 	"github.com/tollgate/tollgate/fsm"
+	"github.com/tollgate/tollgate/ratelimit"
 	"github.com/tollgate/tollgate/signature"
 	"github.com/valyala/fasthttp"
 )
@@ -60,6 +61,14 @@ type Config struct {
 	// believed for the client address (IP access control, CaClientIp). Empty trusts
 	// nobody: the client is the socket's peer.
 	TrustedProxies []string
+
+	// Limiter enforces traffic policies (the throttle stage); nil throttles nothing.
+	// The node feeds it the policies, and SubdomainPolicy, before each Update.
+	Limiter *ratelimit.Limiter
+	// SubdomainDailyLimit caps the calls a day a group takes on its default subdomain
+	// (custom domains are not capped); 0 leaves it uncapped. The node registers the
+	// matching SubdomainPolicy with the Limiter.
+	SubdomainDailyLimit int64
 }
 
 // Proxy is Tollgate's data plane: a fasthttp server whose routing table is compiled from

@@ -216,6 +216,15 @@ func (l *Limiter) SetPolicies(ps []Policy) error {
 // routes compiled once per config (pin=true: never expired while held) and keys known
 // only at request time (the app after auth; pin=false).
 func (l *Limiter) Handle(policy string, dim Dimension, subject string, pin bool) *Counter {
+	return l.HandleScoped(policy, dim, subject, "", pin)
+}
+
+// HandleScoped is Handle for a subject counted separately in each scope: an app's
+// calls to each API bound to a policy, say (scope = the API). The subject alone picks
+// the limit (a special for that app or user applies in every scope); subject and scope
+// together name the counter. Like Handle, it keeps neither string and does not
+// allocate when the counter exists.
+func (l *Limiter) HandleScoped(policy string, dim Dimension, subject, scope string, pin bool) *Counter {
 	p := (*l.policies.Load())[policy]
 	if p == nil {
 		return nil
@@ -224,7 +233,7 @@ func (l *Limiter) Handle(policy string, dim Dimension, subject string, pin bool)
 	if lim <= 0 {
 		return nil
 	}
-	key := keyHash(policy, p.Window, dim, subject)
+	key := keyHash(policy, p.Window, dim, subject, scope)
 	c := l.lookup(key)
 	if c == nil {
 		c = l.create(key, p.Window)
@@ -243,7 +252,7 @@ func (l *Limiter) Handle(policy string, dim Dimension, subject string, pin bool)
 
 // keyHash names a key the same way on every node (FNV-1a, 64 bits). With a million
 // keys the chance that two collide is about 3·10⁻⁸; colliding keys would share a count.
-func keyHash(policy string, w Window, d Dimension, subject string) uint64 {
+func keyHash(policy string, w Window, d Dimension, subject, scope string) uint64 {
 	const prime = 1099511628211
 	h := uint64(14695981039346656037)
 	for i := 0; i < len(policy); i++ {
@@ -254,6 +263,14 @@ func keyHash(policy string, w Window, d Dimension, subject string) uint64 {
 	h = (h ^ uint64(d)) * prime
 	for i := 0; i < len(subject); i++ {
 		h = (h ^ uint64(subject[i])) * prime
+	}
+	if scope != "" {
+		// The separator keeps ("ab", "c") and ("a", "bc") apart; unscoped keys hash as
+		// they always did.
+		h = (h ^ 0xfe) * prime
+		for i := 0; i < len(scope); i++ {
+			h = (h ^ uint64(scope[i])) * prime
+		}
 	}
 	return h
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestPolicyValidate(t *testing.T) {
@@ -73,5 +74,44 @@ func TestSetPoliciesAllOrNothing(t *testing.T) {
 	}
 	if l.Handle("a", DimAPI, "x", false) == nil || l.Handle("b", DimAPI, "x", false) != nil {
 		t.Error("a failed SetPolicies changed the policy set")
+	}
+}
+
+func TestHandleScopedCountsEachScopeApart(t *testing.T) {
+	l, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SetPolicies([]Policy{{Name: "p", Window: Minute, App: 2, Special: []Special{{App: "vip", Limit: 3}}}}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
+	a := l.HandleScoped("p", DimApp, "mobile", "weather/city", false)
+	b := l.HandleScoped("p", DimApp, "mobile", "weather/ping", false)
+	if a == b || a == nil || b == nil {
+		t.Fatal("two scopes share a counter")
+	}
+	if again := l.HandleScoped("p", DimApp, "mobile", "weather/city", false); again != a {
+		t.Fatal("the same subject and scope resolved to another counter")
+	}
+	for i := 0; i < 2; i++ {
+		if ok, _ := l.Allow(a, now); !ok {
+			t.Fatalf("call %d refused", i)
+		}
+	}
+	if ok, _ := l.Allow(a, now); ok {
+		t.Fatal("third call admitted over an app limit of 2")
+	}
+	if ok, _ := l.Allow(b, now); !ok {
+		t.Fatal("the other scope was charged")
+	}
+	vip := l.HandleScoped("p", DimApp, "vip", "weather/city", false)
+	for i := 0; i < 3; i++ {
+		if ok, _ := l.Allow(vip, now); !ok {
+			t.Fatalf("special app refused at call %d", i)
+		}
+	}
+	if ok, _ := l.Allow(vip, now); ok {
+		t.Fatal("special app admitted over its limit of 3")
 	}
 }
