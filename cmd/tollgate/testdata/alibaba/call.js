@@ -23,7 +23,7 @@ async function main() {
   // POST JSON (the client adds Content-MD5).
   r = await client.post(`${gateway}/orders?dry=true`, {
     headers: Object.assign({'content-type': 'application/json'}, hostHeader),
-    data: JSON.stringify({item: 'book', qty: 2}),
+    data: {item: 'book', qty: 2}, // the client JSON-encodes it
   });
   assert.strictEqual(r.method, 'POST');
   assert.strictEqual(r.body, '{"item":"book","qty":2}');
