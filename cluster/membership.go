@@ -18,7 +18,13 @@ type MembershipConfig struct {
 	DeadGrace time.Duration
 	// Interval is how often the leader reconciles even without events. Default 250ms.
 	Interval time.Duration
-	Logger   *slog.Logger
+	// Probe checks a member's raft address before the leader adds it to raft; a member
+	// that fails it is left out (and logged) until it passes. The default dials it with
+	// the raft stream layer, which with TLS completes a mutual handshake: so a node
+	// without the cluster's certificates joins gossip but never raft, and cannot weaken
+	// the quorum by becoming a voter nobody can reach.
+	Probe  func(addr string) error
+	Logger *slog.Logger
 }
 
 // Membership keeps the raft configuration following gossip membership. It runs on every
@@ -32,6 +38,7 @@ type Membership struct {
 
 	mu        sync.Mutex
 	deadSince map[raft.ServerID]time.Time
+	refused   map[raft.ServerID]string // last probe error logged per member
 
 	kick chan struct{}
 	stop chan struct{}
@@ -52,8 +59,12 @@ func StartMembership(r *Raft, g *Gossip, cfg MembershipConfig) *Membership {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Probe == nil {
+		cfg.Probe = func(addr string) error { return r.stream.Probe(addr, time.Second) }
+	}
 	m := &Membership{raft: r, gossip: g, cfg: cfg, deadSince: map[raft.ServerID]time.Time{},
-		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+		refused: map[raft.ServerID]string{},
+		kick:    make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	go m.loop()
 	return m
 }
@@ -169,6 +180,15 @@ func (m *Membership) reconcile(now time.Time) {
 		if s, ok := inConfig[id]; ok && string(s.Address) == g.addr {
 			continue
 		}
+		if err := m.cfg.Probe(g.addr); err != nil {
+			if m.refused[id] != err.Error() {
+				m.refused[id] = err.Error()
+				m.cfg.Logger.Warn("raft: not adding a member whose raft address fails the probe (no route, or not the cluster's TLS)",
+					"id", id, "addr", g.addr, "err", err)
+			}
+			continue
+		}
+		delete(m.refused, id)
 		voters := 0
 		for _, s := range servers {
 			if s.Suffrage == raft.Voter {

@@ -70,6 +70,8 @@ func (f *FSM) Apply(l *raft.Log) any {
 	}
 	next.Index = l.Index
 	f.state.Store(next)
+	// The index first: a reader woken by the notification must see it applied.
+	f.applied.Store(l.Index)
 	f.notify()
 	return res
 }

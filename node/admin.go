@@ -9,8 +9,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/pprof"
+	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -46,7 +48,19 @@ func (n *Node) adminHandler() http.Handler {
 			http.Error(w, "not ready\n", http.StatusServiceUnavailable)
 			return
 		}
-		w.Write([]byte("ready\n"))
+		// Ready without a leader: serving the last config (or, restarted without a
+		// quorum, its own snapshot and log), which writes cannot change. Still ready, so
+		// a load balancer keeps the data plane in use; the header says it is stale.
+		switch addr, _ := n.raft.LeaderWithID(); {
+		case n.Provisional():
+			w.Header().Set(staleHeader, "true")
+			fmt.Fprintf(w, "ready (stale: no leader; serving this node's own snapshot and log, state index %d, not confirmed by a quorum)\n", n.State().Index)
+		case addr == "":
+			w.Header().Set(staleHeader, "true")
+			fmt.Fprintf(w, "ready (stale: no leader; serving the last committed config, state index %d)\n", n.State().Index)
+		default:
+			w.Write([]byte("ready\n"))
+		}
 	})
 	mux.Handle("GET /metrics", n.auth(promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg})))
 	mux.Handle("/debug/pprof/", n.auth(http.HandlerFunc(pprof.Index)))
@@ -123,14 +137,16 @@ func (n *Node) writeHandler(h http.Handler) http.Handler {
 	})
 }
 
-// indexWriter adds the applied raft index to a write's answer as it is sent.
+// indexWriter adds the FSM's applied index to a write's answer as it is sent: the index
+// of a command at or after the write's own (raft's applied index can run ahead of the
+// FSM, and may be a no-op a follower's FSM never sees).
 type indexWriter struct {
 	http.ResponseWriter
 	n *Node
 }
 
 func (w indexWriter) WriteHeader(status int) {
-	w.Header().Set(indexHeader, strconv.FormatUint(w.n.appliedIndex(), 10))
+	w.Header().Set(indexHeader, strconv.FormatUint(w.n.fsm.AppliedIndex(), 10))
 	w.ResponseWriter.WriteHeader(status)
 }
 
@@ -232,7 +248,7 @@ func (n *Node) propose(t fsm.CommandType, body any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.waitServed(n.fsm.AppliedIndex(), 2*time.Second)
+	n.waitServed(n.fsm.State().Index, 2*time.Second)
 	return res, nil
 }
 
@@ -276,10 +292,10 @@ func (n *Node) postApply(r *http.Request) (any, error) {
 	return &ApplyResult{Plan: res.(*fsm.Plan), Index: n.fsm.State().Index}, nil
 }
 
-func (n *Node) getState(r *http.Request) (any, error) { return redactState(n.fsm.State()), nil }
+func (n *Node) getState(r *http.Request) (any, error) { return redactState(n.State()), nil }
 
 func (n *Node) listGroups(r *http.Request) (any, error) {
-	s := n.fsm.State()
+	s := n.State()
 	out := []fsm.Group{}
 	for _, k := range fsm.SortedKeys(s.Groups) {
 		out = append(out, s.Groups[k])
@@ -288,7 +304,7 @@ func (n *Node) listGroups(r *http.Request) (any, error) {
 }
 
 func (n *Node) getGroup(r *http.Request) (any, error) {
-	g, ok := n.fsm.State().Groups[r.PathValue("group")]
+	g, ok := n.State().Groups[r.PathValue("group")]
 	if !ok {
 		return nil, &APIError{Status: 404, Message: fmt.Sprintf("group %q not found", r.PathValue("group"))}
 	}
@@ -318,7 +334,7 @@ func apiView(s *fsm.State, a fsm.API) APIView {
 }
 
 func (n *Node) listAPIs(r *http.Request) (any, error) {
-	s := n.fsm.State()
+	s := n.State()
 	group := r.URL.Query().Get("group")
 	out := []APIView{}
 	for _, k := range fsm.SortedKeys(s.APIs) {
@@ -331,7 +347,7 @@ func (n *Node) listAPIs(r *http.Request) (any, error) {
 
 func (n *Node) apiRef(r *http.Request) (string, error) {
 	ref := fsm.APIRef(r.PathValue("group"), r.PathValue("api"))
-	if _, ok := n.fsm.State().APIs[ref]; !ok {
+	if _, ok := n.State().APIs[ref]; !ok {
 		return "", &APIError{Status: 404, Message: fmt.Sprintf("API %s not found", ref)}
 	}
 	return ref, nil
@@ -342,7 +358,7 @@ func (n *Node) getAPI(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := n.fsm.State()
+	s := n.State()
 	return apiView(s, s.APIs[ref]), nil
 }
 
@@ -413,7 +429,7 @@ func (n *Node) getHistory(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, badRequest("%v", err)
 	}
-	d := n.fsm.State().Deployments[fsm.DeploymentKey(ref, st)]
+	d := n.State().Deployments[fsm.DeploymentKey(ref, st)]
 	v := HistoryView{API: ref, Stage: st, Current: d.Current, Versions: d.Versions}
 	if v.Versions == nil {
 		v.Versions = []fsm.Version{}
@@ -422,7 +438,7 @@ func (n *Node) getHistory(r *http.Request) (any, error) {
 }
 
 func (n *Node) listApps(r *http.Request) (any, error) {
-	s := n.fsm.State()
+	s := n.State()
 	owner := r.URL.Query().Get("owner")
 	out := []fsm.App{}
 	for _, k := range fsm.SortedKeys(s.Apps) {
@@ -434,7 +450,7 @@ func (n *Node) listApps(r *http.Request) (any, error) {
 }
 
 func (n *Node) getApp(r *http.Request) (any, error) {
-	a, ok := n.fsm.State().Apps[r.PathValue("app")]
+	a, ok := n.State().Apps[r.PathValue("app")]
 	if !ok {
 		return nil, &APIError{Status: 404, Message: fmt.Sprintf("app %q not found", r.PathValue("app"))}
 	}
@@ -442,7 +458,7 @@ func (n *Node) getApp(r *http.Request) (any, error) {
 }
 
 func (n *Node) listGrants(r *http.Request) (any, error) {
-	s := n.fsm.State()
+	s := n.State()
 	out := []fsm.GrantSpec{}
 	for _, k := range fsm.SortedKeys(s.Grants) {
 		g := s.Grants[k]
@@ -456,12 +472,21 @@ func (n *Node) listGrants(r *http.Request) (any, error) {
 
 // Member is one node of the cluster as `tollgate members` shows it.
 type Member struct {
-	ID           string `json:"id"`
-	Role         string `json:"role"` // leader | follower | non-voter
-	Address      string `json:"address"`
-	State        string `json:"state"`
+	ID   string `json:"id"`
+	Role string `json:"role"` // leader | follower | non-voter | none (in gossip, not in raft)
+	// Address is the raft address; Gossip the gossip one.
+	Address string `json:"address"`
+	Gossip  string `json:"gossip,omitempty"`
+	// State is the member's gossip state as this node sees it: alive, dead, left, or
+	// unknown (in raft, never seen by gossip).
+	State string `json:"state"`
+	// AppliedIndex is the raft index the member has applied, as it answered (0: it did
+	// not answer within a short timeout).
 	AppliedIndex uint64 `json:"appliedIndex,omitempty"`
 }
+
+// memberQueryTimeout bounds how long listMembers waits for each member's applied index.
+const memberQueryTimeout = 500 * time.Millisecond
 
 func (n *Node) listMembers(r *http.Request) (any, error) {
 	f := n.raft.GetConfiguration()
@@ -469,31 +494,55 @@ func (n *Node) listMembers(r *http.Request) (any, error) {
 		return nil, err
 	}
 	_, leaderID := n.raft.LeaderWithID()
-	gossipState := map[string]string{}
+	gossip := map[string]cluster.Member{}
 	for _, m := range n.gossip.Members() {
-		gossipState[m.Meta.ID] = m.State.String()
+		if m.Meta.ID != "" {
+			gossip[m.Meta.ID] = m
+		}
 	}
 	out := []Member{}
+	inRaft := map[string]bool{}
 	for _, s := range f.Configuration().Servers {
-		state := gossipState[string(s.ID)]
-		if state == "" {
-			state = "unknown"
+		id := string(s.ID)
+		inRaft[id] = true
+		m := Member{ID: id, Address: string(s.Address), Role: "follower", State: "unknown"}
+		if g, ok := gossip[id]; ok {
+			m.State, m.Gossip = g.State.String(), g.Addr
 		}
-		if string(s.ID) == n.cfg.NodeID {
-			state = "alive"
-		}
-		m := Member{ID: string(s.ID), Address: string(s.Address), Role: "follower", State: state}
 		switch {
 		case s.ID == leaderID:
 			m.Role = "leader"
 		case s.Suffrage != raft.Voter:
 			m.Role = "non-voter"
 		}
-		if string(s.ID) == n.cfg.NodeID {
-			m.AppliedIndex = n.appliedIndex()
-		}
 		out = append(out, m)
 	}
+	for id, g := range gossip {
+		if !inRaft[id] && g.State == cluster.MemberAlive {
+			out = append(out, Member{ID: id, Role: "none", Address: g.Meta.RaftAddr, Gossip: g.Addr, State: g.State.String()})
+		}
+	}
+	// Ask every live member for its applied index, all at once, briefly.
+	var wg sync.WaitGroup
+	for i := range out {
+		m := &out[i]
+		if m.ID == n.cfg.NodeID {
+			m.State, m.Gossip = "alive", n.gossip.Addr()
+			m.AppliedIndex = n.appliedIndex()
+			continue
+		}
+		g, ok := gossip[m.ID]
+		if !ok || g.State != cluster.MemberAlive || g.Meta.AdminAddr == "" {
+			continue
+		}
+		wg.Go(func() {
+			if st, err := n.askRaftStatus(r.Context(), g.Meta.AdminAddr, memberQueryTimeout); err == nil {
+				m.AppliedIndex = st.AppliedIndex
+			}
+		})
+	}
+	wg.Wait()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
 }
 

@@ -9,12 +9,16 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/tollgate/tollgate/cluster"
+	"github.com/tollgate/tollgate/fsm"
 )
 
 // Internal admin headers: a forwarded write carries forwardedHeader so it is never
@@ -79,6 +83,60 @@ func (n *Node) joinCluster() error {
 	}
 }
 
+// peersFile, in the data dir, lists the gossip addresses of the other members this node
+// last saw alive, one a line, so that a node restarted without --join finds them again.
+const peersFile = "peers"
+
+// rememberPeers writes the live members' gossip addresses to peersFile. It runs on the
+// gossip event goroutine, after each membership change.
+func (n *Node) rememberPeers() {
+	var addrs []string
+	for _, m := range n.gossip.Members() {
+		if m.Name != n.cfg.NodeID && m.State == cluster.MemberAlive {
+			addrs = append(addrs, m.Addr)
+		}
+	}
+	if len(addrs) == 0 {
+		return // keep the last list: a node cut off or alone still knows whom to call
+	}
+	path := filepath.Join(n.cfg.DataDir, peersFile)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strings.Join(addrs, "\n")+"\n"), 0o600); err != nil {
+		n.log.Warn("remember peers", "err", err)
+		return
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		n.log.Warn("remember peers", "err", err)
+	}
+}
+
+// rejoinPeers joins the members listed in peersFile, retrying (every 1 to 5 s) until one
+// answers or the node stops: after a whole-cluster outage the others may come back later.
+func (n *Node) rejoinPeers() {
+	defer n.wg.Done()
+	b, err := os.ReadFile(filepath.Join(n.cfg.DataDir, peersFile))
+	if err != nil {
+		return
+	}
+	addrs := strings.Fields(string(b))
+	if len(addrs) == 0 {
+		return
+	}
+	wait := time.Second
+	for {
+		if _, err := n.gossip.Join(addrs); err == nil {
+			n.log.Info("rejoined the cluster", "members", addrs)
+			return
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
 // leaderAdmin returns the leader's admin address from gossip metadata.
 func (n *Node) leaderAdmin() (string, error) {
 	_, id := n.raft.LeaderWithID()
@@ -105,7 +163,12 @@ func (n *Node) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 		writeJSON(w, e.Status, map[string]any{"error": e})
 		return
 	}
+	// A cluster just bootstrapped sets its secret within moments of electing a leader.
 	secret := n.fsm.State().ClusterSecret
+	for deadline := time.Now().Add(3 * time.Second); secret == "" && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		secret = n.fsm.State().ClusterSecret
+	}
 	if secret == "" {
 		writeJSON(w, 503, map[string]any{"error": &APIError{Status: 503, Message: "this node has not caught up with the cluster yet; retry"}})
 		return
@@ -137,10 +200,11 @@ func (n *Node) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 	w.Write(data)
 }
 
-// waitApplied waits until this node has applied index and its data plane serves it.
+// waitApplied waits until this node's FSM has applied index (a command's, from the
+// leader's indexHeader) and its data plane serves it.
 func (n *Node) waitApplied(index uint64, timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
-	for n.appliedIndex() < index && time.Now().Before(deadline) {
+	for n.fsm.AppliedIndex() < index && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
 	n.waitServed(n.fsm.State().Index, time.Until(deadline))
@@ -153,40 +217,132 @@ type RaftStatus struct {
 	Leader       bool   `json:"leader"`
 	CommitIndex  uint64 `json:"commitIndex"`
 	AppliedIndex uint64 `json:"appliedIndex"`
+	// StateIndex is the index of the last change in the node's state (on a leader, read
+	// after CommitIndex, so it covers every committed change).
+	StateIndex uint64 `json:"stateIndex"`
 }
 
 func (n *Node) raftStatus(w http.ResponseWriter, r *http.Request) {
 	st := RaftStatus{ID: n.cfg.NodeID, Leader: n.raft.State() == raft.Leader, AppliedIndex: n.appliedIndex()}
-	st.CommitIndex, _ = strconv.ParseUint(n.raft.Stats()["commit_index"], 10, 64)
 	if st.Leader {
-		st.CommitIndex = max(st.CommitIndex, n.raft.CommitIndex())
+		// A leader answers its commit index once it covers every earlier leader's
+		// (0 until then): what a joining node must apply before it is ready.
+		st.CommitIndex, _ = n.raft.SettledCommitIndex(time.Second)
+	} else {
+		st.CommitIndex = n.raft.CommitIndex()
 	}
+	st.StateIndex = n.fsm.State().Index
 	writeJSON(w, 200, st)
 }
 
-// leaderCommitIndex asks the leader what it has committed.
-func (n *Node) leaderCommitIndex() (uint64, error) {
+// leaderCommitIndex asks the leader what it has committed, and the index of the last
+// change its state holds (StateIndex).
+func (n *Node) leaderCommitIndex() (commit, state uint64, err error) {
 	if n.raft.State() == raft.Leader {
-		return n.raft.CommitIndex(), nil
+		commit, err := n.raft.SettledCommitIndex(2 * time.Second)
+		return commit, n.fsm.State().Index, err
 	}
 	addr, err := n.leaderAdmin()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	st, err := n.askRaftStatus(context.Background(), addr, 2*time.Second)
+	if err != nil {
+		return 0, 0, err
+	}
+	if !st.Leader {
+		return 0, 0, errors.New("asked node is no longer the leader")
+	}
+	if st.CommitIndex == 0 {
+		return 0, 0, errors.New("the leader has not settled its commit index yet")
+	}
+	return st.CommitIndex, st.StateIndex, nil
+}
+
+// askRaftStatus asks the node whose admin API is at addr for its /v1/raft.
+func (n *Node) askRaftStatus(ctx context.Context, addr string, timeout time.Duration) (*RaftStatus, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/raft", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/raft", nil)
+	if err != nil {
+		return nil, err
+	}
 	resp, err := n.forwardClient.Do(req)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	var st RaftStatus
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return 0, err
+		return nil, err
 	}
-	if !st.Leader {
-		return 0, errors.New("asked node is no longer the leader")
+	return &st, nil
+}
+
+// provisionalLoop serves a restarted node's own state while the cluster has no quorum.
+//
+// hashicorp/raft applies the entries in a node's log only once a leader says they are
+// committed, so a node restarted while a majority is down would otherwise serve just
+// its last snapshot — or nothing at all, since it is not ready. If no leader has
+// appeared within ProvisionalWait, the node instead builds a provisional state: the
+// snapshot raft restored (restored, at index restoredIndex) plus every entry of its
+// local log after it, replayed on a private FSM. The data plane serves that, admin
+// reads answer from it marked stale, and the node turns ready so that a load balancer
+// keeps sending it traffic: serving the last config beats serving nothing. The local
+// log may end with entries that were never committed (the last writes before a crash);
+// they are served too, until a leader is back. Once the node has caught up with a
+// leader (readyLoop), the FSM's state replaces the provisional one for good.
+func (n *Node) provisionalLoop(restored *fsm.State, restoredIndex uint64) {
+	defer n.wg.Done()
+	t := time.NewTimer(n.cfg.ProvisionalWait)
+	defer t.Stop()
+	select {
+	case <-n.stop:
+		return
+	case <-t.C:
 	}
-	return st.CommitIndex, nil
+	if addr, _ := n.raft.LeaderWithID(); addr != "" || n.ready.Load() {
+		return // a leader is there: the ordinary catch-up is on its way
+	}
+	s, last, err := n.replayLocal(restored, restoredIndex)
+	if err != nil {
+		n.log.Error("no leader, and the local log cannot be replayed: not serving a provisional state", "err", err)
+		return
+	}
+	n.provMu.Lock()
+	defer n.provMu.Unlock()
+	if n.caughtUp {
+		return
+	}
+	n.provisional.Store(s)
+	n.proxy.Update(s)
+	if err := n.certs.update(s); err != nil {
+		n.log.Error("TLS certificates", "err", err)
+	}
+	n.ready.Store(true)
+	n.log.Warn("no leader: serving this node's own snapshot and log (provisional, not confirmed by a quorum) until a leader is back",
+		"snapshot_index", restoredIndex, "log_index", last, "state_index", s.Index)
+}
+
+// replayLocal applies the local log after restoredIndex to a copy of restored.
+func (n *Node) replayLocal(restored *fsm.State, restoredIndex uint64) (s *fsm.State, last uint64, err error) {
+	var buf bytes.Buffer
+	if err := fsm.WriteSnapshot(&buf, restored); err != nil {
+		return nil, 0, err
+	}
+	scratch := fsm.New()
+	if err := scratch.Restore(io.NopCloser(&buf)); err != nil {
+		return nil, 0, err
+	}
+	defer func() {
+		if p := recover(); p != nil { // an entry this binary cannot read
+			err = fmt.Errorf("replay: %v", p)
+		}
+	}()
+	err = n.raft.LocalLog(restoredIndex+1, func(l *raft.Log) error {
+		scratch.Apply(l)
+		last = l.Index
+		return nil
+	})
+	return scratch.State(), last, err
 }

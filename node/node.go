@@ -45,13 +45,34 @@ type Config struct {
 	// DataDir/admin-token.
 	AdminToken  string
 	MaxBodySize int
+	// SubdomainDailyLimit caps the calls a day each group takes on its default
+	// subdomain (custom domains are not capped); 0 leaves it uncapped.
+	SubdomainDailyLimit int64
+	// TrustedProxies lists proxies (CIDRs or addresses) whose X-Forwarded-For names the
+	// client; empty trusts nobody.
+	TrustedProxies []string
 	// GossipKey encrypts gossip (16, 24 or 32 bytes); every member needs the same one.
 	GossipKey []byte
 	// MaxVoters caps raft voters (default 5); DeadGrace is how long a dead member stays
 	// in raft before the leader removes it (default 30s).
 	MaxVoters int
 	DeadGrace time.Duration
-	Logger    *slog.Logger
+	// RaftTLSCA, RaftTLSCert and RaftTLSKey (PEM files) make raft mutual TLS: every
+	// node presents a certificate from the CA and accepts only peers that do. Set all
+	// three or none; a node without them cannot join a cluster that has them.
+	RaftTLSCA, RaftTLSCert, RaftTLSKey string
+	// SnapshotInterval is how often raft checks whether to snapshot and compact its log
+	// (default 2m); SnapshotThreshold is how many new entries make it snapshot (default
+	// 8192); TrailingLogs is how many entries a snapshot leaves in the log for
+	// followers a little behind (default 10240). A node further behind gets the snapshot.
+	SnapshotInterval  time.Duration
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
+	// ProvisionalWait is how long a node restarted with state of its own waits for a
+	// leader before it serves what its snapshot and log hold (default 2s; see
+	// provisionalLoop). Negative never serves a provisional state.
+	ProvisionalWait time.Duration
+	Logger          *slog.Logger
 	// RaftLog receives raft's own log lines.
 	RaftLog io.Writer
 }
@@ -66,6 +87,11 @@ func Defaults() Config {
 		Gossip:      "127.0.0.1:7946",
 		BaseDomain:  "localhost",
 		MaxBodySize: 8 << 20,
+
+		SnapshotInterval:  2 * time.Minute,
+		SnapshotThreshold: 8192,
+		TrailingLogs:      10240,
+		ProvisionalWait:   2 * time.Second,
 	}
 }
 
@@ -101,6 +127,14 @@ type Node struct {
 	served   uint64
 	servedCh chan struct{}
 
+	// provisional, while set, is the state the node serves instead of its FSM's: a node
+	// restarted without a quorum serves its own snapshot and log (provisionalLoop).
+	// provMu orders installing it, publishing FSM states and dropping it; caughtUp says
+	// the node has reached a leader's commit index, after which it is never installed.
+	provMu      sync.Mutex
+	provisional atomic.Pointer[fsm.State]
+	caughtUp    bool
+
 	ready    atomic.Bool
 	draining atomic.Bool
 	stop     chan struct{}
@@ -120,6 +154,16 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.MaxBodySize <= 0 {
 		cfg.MaxBodySize = Defaults().MaxBodySize
 	}
+	if cfg.ProvisionalWait == 0 {
+		cfg.ProvisionalWait = Defaults().ProvisionalWait
+	}
+	var raftTLS *tls.Config
+	if cfg.RaftTLSCA != "" || cfg.RaftTLSCert != "" || cfg.RaftTLSKey != "" {
+		var err error
+		if raftTLS, err = cluster.LoadTLS(cfg.RaftTLSCA, cfg.RaftTLSCert, cfg.RaftTLSKey); err != nil {
+			return nil, err
+		}
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -138,17 +182,6 @@ func Start(cfg Config) (*Node, error) {
 
 	n.reg = prometheus.NewRegistry()
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	n.proxy, err = proxy.New(proxy.Config{
-		BaseDomain:  cfg.BaseDomain,
-		MaxBodySize: cfg.MaxBodySize,
-		Registerer:  n.reg,
-		Ready:       n.Ready,
-		NodeID:      id,
-		Logger:      n.log,
-	})
-	if err != nil {
-		return nil, err
-	}
 	// Bind the listeners before raft starts so that a busy port fails fast and changes
 	// nothing on disk.
 	if n.dataLn, err = net.Listen("tcp", cfg.Listen); err != nil {
@@ -181,9 +214,30 @@ func Start(cfg Config) (*Node, error) {
 		n.adminLn.Close()
 		return nil, err
 	}
+	n.proxy, err = proxy.New(proxy.Config{
+		BaseDomain:          cfg.BaseDomain,
+		MaxBodySize:         cfg.MaxBodySize,
+		Registerer:          n.reg,
+		Ready:               n.Ready,
+		NodeID:              id,
+		Logger:              n.log,
+		Nonces:              n.nonces,
+		Limiter:             n.limiter,
+		SubdomainDailyLimit: cfg.SubdomainDailyLimit,
+		TrustedProxies:      cfg.TrustedProxies,
+	})
+	if err != nil {
+		n.stopQuotas()
+		n.gossip.Shutdown()
+		n.dataLn.Close()
+		n.adminLn.Close()
+		return nil, err
+	}
 	n.raft, err = cluster.OpenRaft(cluster.RaftConfig{
 		ID: id, Dir: filepath.Join(cfg.DataDir, "raft"), Addr: cfg.Raft,
-		Bootstrap: len(cfg.Join) == 0, LogOutput: cfg.RaftLog,
+		Bootstrap: len(cfg.Join) == 0, LogOutput: cfg.RaftLog, TLS: raftTLS,
+		SnapshotInterval: cfg.SnapshotInterval, SnapshotThreshold: cfg.SnapshotThreshold,
+		TrailingLogs: cfg.TrailingLogs,
 	}, n.fsm)
 	if err != nil {
 		n.stopQuotas()
@@ -194,10 +248,18 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.members = cluster.StartMembership(n.raft, n.gossip, cluster.MembershipConfig{
 		MaxVoters: cfg.MaxVoters, DeadGrace: cfg.DeadGrace, Logger: n.log})
-	n.gossip.OnEvent(func(cluster.MemberEvent) { n.members.Kick() })
+	n.gossip.OnEvent(func(cluster.MemberEvent) {
+		n.members.Kick()
+		n.rememberPeers()
+	})
 	n.updatePolicies(n.fsm.State())
+	restored := n.fsm.State() // the snapshot raft restored, before anything is applied
 	n.proxy.Update(n.fsm.State())
 	n.certs.update(n.fsm.State())
+	if (n.raft.StartIndex() > 0 || n.raft.RestoredIndex() > 0) && cfg.ProvisionalWait > 0 {
+		n.wg.Add(1)
+		go n.provisionalLoop(restored, n.raft.RestoredIndex())
+	}
 	n.wg.Add(4)
 	go n.compileLoop()
 	go n.readyLoop()
@@ -225,6 +287,12 @@ func Start(cfg Config) (*Node, error) {
 			n.log.Error("admin API stopped", "err", err)
 		}
 	}()
+	if len(cfg.Join) == 0 && (n.raft.StartIndex() > 0 || n.raft.RestoredIndex() > 0) {
+		// A restarted node rejoins the members it last knew (the others have marked it
+		// dead and will not gossip with it on their own).
+		n.wg.Add(1)
+		go n.rejoinPeers()
+	}
 	if len(cfg.Join) > 0 {
 		n.wg.Add(1)
 		go func() {
@@ -249,18 +317,30 @@ func (n *Node) compileLoop() {
 			return
 		case <-n.fsm.Changed():
 		}
-		s := n.fsm.State()
-		n.updatePolicies(s)
-		n.proxy.Update(s)
-		if err := n.certs.update(s); err != nil {
-			n.log.Error("TLS certificates", "err", err)
+		n.provMu.Lock()
+		if n.provisional.Load() == nil { // else the provisional state stays until caught up
+			n.publish(n.fsm.State())
 		}
-		n.servedMu.Lock()
-		n.served = max(n.served, n.fsm.AppliedIndex())
-		close(n.servedCh)
-		n.servedCh = make(chan struct{})
-		n.servedMu.Unlock()
+		n.provMu.Unlock()
 	}
+}
+
+// publish makes the data plane serve s, a state of the FSM, and wakes the writers
+// waiting for it. The caller holds provMu.
+func (n *Node) publish(s *fsm.State) {
+	n.updatePolicies(s)
+	n.proxy.Update(s)
+	if err := n.certs.update(s); err != nil {
+		n.log.Error("TLS certificates", "err", err)
+	}
+	n.servedMu.Lock()
+	// s.Index, not the FSM's applied index: that one is stored after Apply notifies,
+	// so reading it here could miss the change being published (and no notification
+	// would follow), or count a state not yet published.
+	n.served = max(n.served, s.Index)
+	close(n.servedCh)
+	n.servedCh = make(chan struct{})
+	n.servedMu.Unlock()
 }
 
 // waitServed blocks until the data plane serves a state at or after index, or the
@@ -286,13 +366,16 @@ func (n *Node) waitServed(index uint64, timeout time.Duration) bool {
 }
 
 // readyLoop marks the node ready once it has a leader and has applied and compiled
-// everything the leader had committed when the node first reached it, and everything
-// it had on disk when it started. Until then /readyz answers 503.
+// everything the leader had committed when the node first reached it (which covers all
+// it had committed on disk when it started; entries on disk that were never committed
+// may be replaced by the new leader, so they are not waited for). Until then /readyz
+// answers 503 — unless provisionalLoop serves the node's own state meanwhile. Once
+// caught up, a provisional state gives way to the FSM's.
 func (n *Node) readyLoop() {
 	defer n.wg.Done()
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
-	var target uint64
+	var target, stateTarget uint64
 	haveTarget := false
 	for {
 		select {
@@ -301,14 +384,31 @@ func (n *Node) readyLoop() {
 		case <-t.C:
 		}
 		if !haveTarget {
-			idx, err := n.leaderCommitIndex()
+			idx, stIdx, err := n.leaderCommitIndex()
 			if err != nil {
 				continue
 			}
-			target, haveTarget = max(idx, n.raft.StartIndex()), true
+			target, stateTarget, haveTarget = idx, stIdx, true
 		}
+		// Raft's applied index runs ahead of the FSM (it counts entries handed to it),
+		// so the FSM must also have reached the leader's last state change.
 		applied := n.appliedIndex()
-		if applied < target || !n.waitServed(n.fsm.State().Index, 0) {
+		if applied < target || n.fsm.AppliedIndex() < stateTarget {
+			continue
+		}
+		n.provMu.Lock()
+		n.caughtUp = true
+		if n.provisional.Swap(nil) != nil {
+			n.log.Info("caught up with the leader: serving the committed state instead of the provisional one", "applied_index", applied)
+			n.publish(n.fsm.State())
+		}
+		n.provMu.Unlock()
+		if !n.waitServed(n.fsm.State().Index, 0) {
+			continue
+		}
+		// A leader is ready once the cluster secret is committed (secretLoop), so that
+		// nothing the node proposes on its own lands after it reports ready.
+		if n.fsm.State().ClusterSecret == "" && n.raft.State() == raft.Leader {
 			continue
 		}
 		n.ready.Store(true)
@@ -331,7 +431,10 @@ func (n *Node) secretLoop() {
 		}
 		// Only once caught up: a restarted leader must not propose before its log has
 		// replayed the secret it already has.
-		if n.raft.State() != raft.Leader || !n.ready.Load() {
+		n.provMu.Lock()
+		caughtUp := n.caughtUp
+		n.provMu.Unlock()
+		if n.raft.State() != raft.Leader || !caughtUp {
 			continue
 		}
 		if _, err := n.propose(fsm.CmdInitCluster, &fsm.InitCluster{Secret: randomHex(32)}); err != nil {
@@ -347,8 +450,18 @@ func (n *Node) appliedIndex() uint64 { return max(n.raft.AppliedIndex(), n.fsm.A
 // Ready reports whether the node is caught up and serving, and not draining.
 func (n *Node) Ready() bool { return n.ready.Load() && !n.draining.Load() }
 
-// State returns the node's current replicated state.
-func (n *Node) State() *fsm.State { return n.fsm.State() }
+// State returns the state the node serves: its FSM's, or while it serves a provisional
+// state (restarted without a quorum) that one.
+func (n *Node) State() *fsm.State {
+	if s := n.provisional.Load(); s != nil {
+		return s
+	}
+	return n.fsm.State()
+}
+
+// Provisional reports whether the node serves a provisional state: restarted without a
+// quorum, it serves its own snapshot and log, not yet confirmed by a leader.
+func (n *Node) Provisional() bool { return n.provisional.Load() != nil }
 
 // FSM exposes the node's state machine.
 func (n *Node) FSM() *fsm.FSM { return n.fsm }
@@ -441,6 +554,26 @@ func (n *Node) leave(ctx context.Context) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// Kill stops the node at once, as a crash would, for tests: no drain, no leadership
+// transfer, no gossip leave; the others find it dead. Its data dir keeps what it had
+// committed, so Start on the same Config brings it back. It blocks until everything
+// has stopped.
+func (n *Node) Kill() {
+	if !n.draining.CompareAndSwap(false, true) {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	n.proxy.Shutdown(ctx)
+	n.admin.Close()
+	close(n.stop)
+	n.members.Stop()
+	n.gossip.Shutdown()
+	n.raft.Close()
+	n.stopQuotas()
+	n.wg.Wait()
 }
 
 // nodeID returns the configured id, or the one stored in the data dir, or a new one

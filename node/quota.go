@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/tollgate/tollgate/fsm"
+	"github.com/tollgate/tollgate/proxy"
 	"github.com/tollgate/tollgate/ratelimit"
 )
 
@@ -54,12 +55,20 @@ func trafficPolicies(s *fsm.State) ([]ratelimit.Policy, error) {
 	return out, nil
 }
 
+// withSubdomainCap adds the policy that caps each group's default subdomain.
+func withSubdomainCap(ps []ratelimit.Policy, perDay int64) []ratelimit.Policy {
+	if perDay <= 0 {
+		return ps
+	}
+	return append(ps, ratelimit.Policy{Name: proxy.SubdomainPolicy, Window: ratelimit.Day, API: perDay})
+}
+
 // updatePolicies hands the state's traffic policies to the limiter. It runs before the
 // routing table that refers to them is swapped in.
 func (n *Node) updatePolicies(s *fsm.State) {
 	ps, err := trafficPolicies(s)
 	if err == nil {
-		err = n.limiter.SetPolicies(ps)
+		err = n.limiter.SetPolicies(withSubdomainCap(ps, n.cfg.SubdomainDailyLimit))
 	}
 	if err != nil {
 		n.log.Error("traffic policies not applied", "err", err)

@@ -78,9 +78,18 @@ DATA/admin-token. SIGTERM or SIGINT drains the node and stops it cleanly.`,
 	f.StringVar(&cfg.NodeID, "node-id", cfg.NodeID, "node id (default: stored in the data dir, or generated)")
 	f.StringVar(&join, "join", "", "gossip address(es) of cluster members to join, comma-separated")
 	f.IntVar(&cfg.MaxBodySize, "max-body", cfg.MaxBodySize, "largest request body the data plane accepts, in bytes")
+	f.Int64Var(&cfg.SubdomainDailyLimit, "subdomain-daily-limit", cfg.SubdomainDailyLimit, "calls a day each group takes on its default subdomain <group>.<base-domain> (custom domains are not capped); 0: no cap")
+	f.StringSliceVar(&cfg.TrustedProxies, "trusted-proxies", nil, "proxies (CIDRs or addresses) whose X-Forwarded-For names the client, comma-separated")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&gossipKey, "gossip-key", "", "base64 key (16, 24 or 32 bytes) encrypting gossip; default $TOLLGATE_GOSSIP_KEY")
 	f.IntVar(&cfg.MaxVoters, "max-voters", 5, "raft voters at most; more members join as non-voters")
 	f.DurationVar(&cfg.DeadGrace, "dead-grace", 30*time.Second, "how long a dead member stays in raft before the leader removes it")
+	f.StringVar(&cfg.RaftTLSCA, "raft-tls-ca", "", "PEM file of the CA that signs every node's raft certificate; with --raft-tls-cert and --raft-tls-key, raft runs over mutual TLS")
+	f.StringVar(&cfg.RaftTLSCert, "raft-tls-cert", "", "PEM file of this node's raft certificate (signed by --raft-tls-ca)")
+	f.StringVar(&cfg.RaftTLSKey, "raft-tls-key", "", "PEM file of this node's raft private key")
+	f.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", cfg.SnapshotInterval, "how often raft checks whether to snapshot its state and compact its log")
+	f.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", cfg.SnapshotThreshold, "raft snapshots once this many entries were added since the last snapshot")
+	f.Uint64Var(&cfg.TrailingLogs, "trailing-logs", cfg.TrailingLogs, "log entries kept after a snapshot, for followers a little behind")
+	f.DurationVar(&cfg.ProvisionalWait, "provisional-wait", cfg.ProvisionalWait, "a node restarted with no leader in sight serves its own snapshot and log after this long (marked stale); negative: never")
 	return cmd
 }
