@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -18,25 +17,7 @@ import (
 // unsigned and forged ones are refused, and after the bundle is applied again without
 // the grant the same signed call is refused as Unauthorized.
 func TestAppAuthEndToEnd(t *testing.T) {
-	cfg := Defaults()
-	cfg.DataDir = t.TempDir()
-	cfg.Listen, cfg.Admin = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Raft, cfg.Gossip = freeTestAddr(t), freeTestAddr(t)
-	cfg.NodeID = "auth-e2e"
-	cfg.RaftLog = io.Discard
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	n, err := Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := n.Close(ctx); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
-	waitReadyNode(t, n)
+	n := startNode(t, "auth-e2e", nil)
 	client := NewClient("http://"+n.AdminAddr(), n.Token())
 
 	bundle := &fsm.Bundle{

@@ -1,6 +1,9 @@
 package node
 
 import (
+	"context"
+	"io"
+	"log/slog"
 	"net"
 	"testing"
 	"time"
@@ -28,4 +31,34 @@ func waitReadyNode(t *testing.T, n *Node) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// startNode runs one node on loopback ports with quiet logs, waits until it is ready,
+// and closes it at cleanup. edit, if not nil, adjusts the configuration first.
+func startNode(t *testing.T, id string, edit func(*Config)) *Node {
+	t.Helper()
+	cfg := Defaults()
+	cfg.DataDir = t.TempDir()
+	cfg.Listen, cfg.Admin = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Raft, cfg.Gossip = freeTestAddr(t), freeTestAddr(t)
+	cfg.NodeID = id
+	cfg.RaftLog = io.Discard
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.SubdomainDailyLimit = 0
+	if edit != nil {
+		edit(&cfg)
+	}
+	n, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := n.Close(ctx); err != nil {
+			t.Errorf("close %s: %v", id, err)
+		}
+	})
+	waitReadyNode(t, n)
+	return n
 }

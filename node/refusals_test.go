@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -18,24 +17,7 @@ import (
 // in-process node (raft, gossip, the cluster-wide nonce store and limiter, the data
 // plane on a socket) and checks the status, code and message it answers.
 func TestRefusalsThroughNode(t *testing.T) {
-	cfg := Defaults()
-	cfg.DataDir = t.TempDir()
-	cfg.Listen, cfg.Admin = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Raft, cfg.Gossip = freeTestAddr(t), freeTestAddr(t)
-	cfg.NodeID = "refusals"
-	cfg.RaftLog = io.Discard
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg.SubdomainDailyLimit = 0
-	n, err := Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		n.Close(ctx)
-	})
-	waitReadyNode(t, n)
+	n := startNode(t, "refusals", nil)
 
 	past := time.Now().Add(-time.Hour)
 	three := "3"

@@ -10,7 +10,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"io"
-	"log/slog"
 	"math/big"
 	"net/http"
 	"strings"
@@ -50,16 +49,7 @@ func selfSigned(t *testing.T, names ...string) (certPEM, keyPEM string, cert *x5
 }
 
 func TestTLSListenerChoosesCertificateBySNI(t *testing.T) {
-	n, err := Start(Config{
-		DataDir: t.TempDir(), Listen: "127.0.0.1:0", TLSListen: "127.0.0.1:0", Admin: "127.0.0.1:0",
-		Raft: freeTestAddr(t), Gossip: freeTestAddr(t), NodeID: "tls1",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close(context.Background()) })
-	waitReadyNode(t, n)
+	n := startNode(t, "tls1", func(c *Config) { c.TLSListen = "127.0.0.1:0" })
 
 	secureCert, secureKey, secureX := selfSigned(t, "secure.example.com")
 	wildCert, wildKey, wildX := selfSigned(t, "*.wild.example.com")

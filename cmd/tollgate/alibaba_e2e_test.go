@@ -1,11 +1,7 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,25 +9,6 @@ import (
 	"testing"
 	"time"
 )
-
-// echoAllBackend answers with everything it received, as the Node.js test expects.
-func echoAllBackend(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]any{
-			"method": r.Method, "path": r.URL.Path, "query": r.URL.Query(), "headers": r.Header, "body": string(body),
-		})
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
-}
 
 const alibabaFile = `groups:
   - name: weather
@@ -82,7 +59,7 @@ func TestE2E_AlibabaNodeClient(t *testing.T) {
 		}
 	}
 
-	backend := echoAllBackend(t)
+	backend := echoBackend(t)
 	p := newNodeProc(t)
 	p.start()
 	file := writeFile(t, t.TempDir(), "alibaba.yaml", fmt.Sprintf(alibabaFile, backend))

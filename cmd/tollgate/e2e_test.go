@@ -191,7 +191,8 @@ func (p *nodeProc) call(method, host, path string, hdr map[string]string) (int, 
 	return resp.StatusCode, resp.Header, string(body)
 }
 
-// echoBackend answers with the path and query it received, and a version tag.
+// echoBackend answers with everything it received: method, path, query (raw and
+// parsed), headers, body, and the X-Forwarded-For and Host the gateway set.
 func echoBackend(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -201,14 +202,26 @@ func echoBackend(t *testing.T) string {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]string{
-			"path": r.URL.Path, "query": r.URL.RawQuery, "body": string(body),
-			"xff": r.Header.Get("X-Forwarded-For"), "host": r.Host,
+		json.NewEncoder(w).Encode(echoed{
+			Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Query: r.URL.Query(),
+			Headers: r.Header, Body: string(body), XFF: r.Header.Get("X-Forwarded-For"), Host: r.Host,
 		})
 	})}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
+}
+
+// echoed is what echoBackend answers.
+type echoed struct {
+	Method   string              `json:"method"`
+	Path     string              `json:"path"`
+	RawQuery string              `json:"rawQuery"`
+	Query    map[string][]string `json:"query"`
+	Headers  map[string][]string `json:"headers"`
+	Body     string              `json:"body"`
+	XFF      string              `json:"xff"`
+	Host     string              `json:"host"`
 }
 
 const fileTemplate = `groups:
@@ -243,13 +256,13 @@ func writeFile(t *testing.T, dir, name, content string) string {
 	return path
 }
 
-func decodeEcho(t *testing.T, body string) map[string]string {
+func decodeEcho(t *testing.T, body string) echoed {
 	t.Helper()
-	var m map[string]string
-	if err := json.Unmarshal([]byte(body), &m); err != nil {
+	var e echoed
+	if err := json.Unmarshal([]byte(body), &e); err != nil {
 		t.Fatalf("backend answer %q: %v", body, err)
 	}
-	return m
+	return e
 }
 
 func TestE2E_ApplyDeployRollbackRestart(t *testing.T) {
@@ -273,7 +286,7 @@ func TestE2E_ApplyDeployRollbackRestart(t *testing.T) {
 		t.Fatal("no X-Ca-Request-Id")
 	}
 	got := decodeEcho(t, body)
-	if got["path"] != "/v1/items/42" || got["query"] != "color=red" || got["xff"] != "127.0.0.1" {
+	if got.Path != "/v1/items/42" || got.RawQuery != "color=red" || got.XFF != "127.0.0.1" {
 		t.Fatalf("backend saw %v", got)
 	}
 	if out := p.mustCLI("apply", "-f", v1); !strings.Contains(out, "no changes") {
@@ -285,11 +298,11 @@ func TestE2E_ApplyDeployRollbackRestart(t *testing.T) {
 	if out := p.mustCLI("apply", "-f", v2, "--dry-run"); !strings.Contains(out, "RELEASE v2") || !strings.Contains(out, "nothing applied") {
 		t.Fatalf("dry run: %s", out)
 	}
-	if _, _, body := p.call("GET", "shop.localhost", "/items/42", nil); decodeEcho(t, body)["path"] != "/v1/items/42" {
+	if _, _, body := p.call("GET", "shop.localhost", "/items/42", nil); decodeEcho(t, body).Path != "/v1/items/42" {
 		t.Fatal("dry run changed what is served")
 	}
 	p.mustCLI("apply", "-f", v2)
-	if _, _, body := p.call("GET", "shop.localhost", "/items/42", nil); decodeEcho(t, body)["path"] != "/v2/items/42" {
+	if _, _, body := p.call("GET", "shop.localhost", "/items/42", nil); decodeEcho(t, body).Path != "/v2/items/42" {
 		t.Fatalf("v2 not served: %s", body)
 	}
 	hist := p.mustCLI("history", "shop/item", "--stage", "RELEASE")
@@ -301,7 +314,7 @@ func TestE2E_ApplyDeployRollbackRestart(t *testing.T) {
 	if out := p.mustCLI("rollback", "shop/item", "--stage", "RELEASE", "--to", "1"); !strings.Contains(out, "serves version 1") {
 		t.Fatalf("rollback: %s", out)
 	}
-	if _, _, body := p.call("GET", "shop.localhost", "/items/7", nil); decodeEcho(t, body)["path"] != "/v1/items/7" {
+	if _, _, body := p.call("GET", "shop.localhost", "/items/7", nil); decodeEcho(t, body).Path != "/v1/items/7" {
 		t.Fatalf("rollback not served: %s", body)
 	}
 	p.mustCLI("undeploy", "shop/item", "--stage", "TEST")
@@ -328,7 +341,7 @@ func TestE2E_ApplyDeployRollbackRestart(t *testing.T) {
 	if !bytes.Equal(bj, aj) {
 		t.Fatalf("state after restart differs:\nbefore %s\nafter  %s", bj, aj)
 	}
-	if _, _, body := p.call("GET", "shop.localhost", "/items/9", nil); decodeEcho(t, body)["path"] != "/v1/items/9" {
+	if _, _, body := p.call("GET", "shop.localhost", "/items/9", nil); decodeEcho(t, body).Path != "/v1/items/9" {
 		t.Fatalf("after restart: %s", body)
 	}
 	if status, _, body := p.call("GET", "shop.localhost", "/items/9", map[string]string{"X-Ca-Stage": "PRE"}); status != 200 {
