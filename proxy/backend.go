@@ -46,6 +46,7 @@ var (
 	optKeepAlive     = []byte("keep-alive")
 	hopByHopHeaders  = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 	hdrConnection    = "Connection"
+	hdrConnectionB   = []byte(hdrConnection)
 	hdrExpect        = "Expect"
 	errNoBackendURL  = errors.New("http backend has no url")
 	errUnknownScheme = errors.New("backend url scheme must be http or https")
@@ -360,8 +361,7 @@ func (h *httpBackend) serve(c *Call) bool {
 
 	// X-Forwarded-Host carries the client's Host before it becomes the backend's.
 	req.Header.SetCanonical(hdrXFHost, req.Header.Host())
-	stripHopByHop(&req.Header, c)
-	req.Header.Del(hdrExpect) // the body is already read; the backend gets it whole
+	stripHopByHop(&req.Header, c) // and Expect: the body is already read; the backend gets it whole
 	c.appendXFF(req)
 	if ctx.IsTLS() {
 		req.Header.SetCanonical(hdrXFProto, schemeHTTPS)
@@ -422,24 +422,51 @@ func backendError(err error) *ErrorCode {
 }
 
 // stripHopByHop removes hop-by-hop headers, and those the Connection header names, as
-// net/http/httputil's ReverseProxy does: they describe one connection, not the message.
+// net/http/httputil's ReverseProxy does: they describe one connection, not the message;
+// then Expect.
+//
+// The fixed names are deleted with fasthttp's normalizing switched off: they are in its
+// canonical form already (TestHopByHopCanonical), so the deletes are the same, but
+// re-normalizing each name per call was the costliest part of a forwarded request's
+// header handling. Names from the Connection header are the client's spelling and
+// are normalized as usual.
 func stripHopByHop(h *fasthttp.RequestHeader, c *Call) {
-	if v := h.Peek(hdrConnection); len(v) > 0 {
+	raw := h.DisableNormalizing()
+	v := h.PeekBytes(hdrConnectionB)
+	if !raw {
+		h.EnableNormalizing()
+	}
+	if len(v) > 0 {
 		c.conn = append(c.conn[:0], v...)
 		forEachToken(c.conn, func(tok []byte) { h.DelBytes(tok) })
 	}
+	raw = h.DisableNormalizing()
 	for _, k := range hopByHopHeaders {
 		h.Del(k)
+	}
+	h.Del(hdrExpect)
+	if !raw {
+		h.EnableNormalizing()
 	}
 }
 
+// stripHopByHopResponse is stripHopByHop for the backend's answer.
 func stripHopByHopResponse(h *fasthttp.ResponseHeader, c *Call) {
-	if v := h.Peek(hdrConnection); len(v) > 0 {
+	raw := h.DisableNormalizing()
+	v := h.PeekBytes(hdrConnectionB)
+	if !raw {
+		h.EnableNormalizing()
+	}
+	if len(v) > 0 {
 		c.conn = append(c.conn[:0], v...)
 		forEachToken(c.conn, func(tok []byte) { h.DelBytes(tok) })
 	}
+	raw = h.DisableNormalizing()
 	for _, k := range hopByHopHeaders {
 		h.Del(k)
+	}
+	if !raw {
+		h.EnableNormalizing()
 	}
 }
 
@@ -476,7 +503,12 @@ func isConnectionOption(t []byte) bool {
 // appendXFF appends the client address to X-Forwarded-For without allocating.
 func (c *Call) appendXFF(req *fasthttp.Request) {
 	b := c.conn[:0]
-	if prior := req.Header.PeekBytes(hdrXFF); len(prior) > 0 {
+	raw := req.Header.DisableNormalizing() // hdrXFF is canonical: see stripHopByHop
+	prior := req.Header.PeekBytes(hdrXFF)
+	if !raw {
+		req.Header.EnableNormalizing()
+	}
+	if len(prior) > 0 {
 		b = append(b, prior...)
 		b = append(b, commaSpace...)
 	}
