@@ -390,6 +390,9 @@ func (l *Limiter) rollLocked(c *Counter, idx int64) *slot {
 	s := &slot{idx: idx}
 	s.prev.Store(old)
 	s.lastRemoteTick.Store(-1 << 62)
+	// No peer has asked for budget yet: a zero here would read as "starved at tick 0"
+	// and make release hand back every budget taken in the limiter's first ticks.
+	s.peerStarved.Store(-1 << 62)
 	// The first budget of a window needs no acknowledgement (every node starts it
 	// from the same zero view); the next refill waits until our next batch is acked.
 	s.refillSeq.Store(l.seq.Load() + 1)
