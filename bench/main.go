@@ -65,6 +65,14 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *clusterFigures { // bench/cluster.go
+		if err := runClusterFigures(ctx, o); err != nil {
+			stop()
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	rep, err := run(ctx, o)
 	if rep != nil {
 		fmt.Print(rep.markdown())

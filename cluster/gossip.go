@@ -57,6 +57,9 @@ type NodeMeta struct {
 	RaftAddr string `msgpack:"raft"`
 	// AdminAddr is the node's admin API address.
 	AdminAddr string `msgpack:"admin"`
+	// RaftTLS says the node's raft transport is mutual TLS. A member of an older
+	// version publishes nothing here, which reads as false.
+	RaftTLS bool `msgpack:"tls,omitempty"`
 }
 
 // MemberState is a member's state as this node's failure detector sees it.
@@ -273,12 +276,23 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 	// Over TCP, before the leave itself: memberlist handles its dead/leave messages
 	// ahead of user messages, so a UDP notice would arrive too late. A member that
 	// misses it reports MemberDead instead of MemberLeft.
+	//
+	// The addresses come from this node's own table, not from memberlist's Members():
+	// those are memberlist's live nodes, which it updates under its own lock while
+	// SendReliable would read them without it (a data race the race detector reports).
 	msg := append([]byte{channelInternal, internalLeaving}, g.name...)
 	var wg sync.WaitGroup
-	for _, n := range g.ml.Members() {
-		if n.Name != g.name {
-			wg.Go(func() { _ = g.ml.SendReliable(n, msg) })
+	for _, m := range g.Members() {
+		if m.Name == g.name || m.State != MemberAlive {
+			continue
 		}
+		host, port, err := net.SplitHostPort(m.Addr)
+		p, perr := strconv.Atoi(port)
+		if err != nil || perr != nil {
+			continue
+		}
+		to := &memberlist.Node{Name: m.Name, Addr: net.ParseIP(host), Port: uint16(p)}
+		wg.Go(func() { _ = g.ml.SendReliable(to, msg) })
 	}
 	wg.Wait()
 	return g.ml.Leave(timeout)

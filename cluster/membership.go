@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -23,6 +25,11 @@ type MembershipConfig struct {
 	// the raft stream layer, which with TLS completes a mutual handshake: so a node
 	// without the cluster's certificates joins gossip but never raft, and cannot weaken
 	// the quorum by becoming a voter nobody can reach.
+	//
+	// The reverse mismatch — a member with raft TLS joining a cluster without it — is
+	// caught before the probe: a plain TCP connect to a TLS listener succeeds, so the
+	// leader also compares the member's published NodeMeta.RaftTLS with its own
+	// transport and refuses a member that has TLS when the cluster has none.
 	Probe  func(addr string) error
 	Logger *slog.Logger
 }
@@ -114,13 +121,14 @@ func (m *Membership) reconcile(now time.Time) {
 	type gm struct {
 		addr  string
 		state MemberState
+		tls   bool
 	}
 	members := map[raft.ServerID]gm{}
 	for _, mem := range m.gossip.Members() {
 		if mem.Meta.ID == "" || mem.Meta.RaftAddr == "" {
 			continue
 		}
-		members[raft.ServerID(mem.Meta.ID)] = gm{addr: mem.Meta.RaftAddr, state: mem.State}
+		members[raft.ServerID(mem.Meta.ID)] = gm{addr: mem.Meta.RaftAddr, state: mem.State, tls: mem.Meta.RaftTLS}
 	}
 
 	inConfig := map[raft.ServerID]raft.Server{}
@@ -180,7 +188,7 @@ func (m *Membership) reconcile(now time.Time) {
 		if s, ok := inConfig[id]; ok && string(s.Address) == g.addr {
 			continue
 		}
-		if err := m.cfg.Probe(g.addr); err != nil {
+		if err := m.check(g.addr, g.tls); err != nil {
 			if m.refused[id] != err.Error() {
 				m.refused[id] = err.Error()
 				m.cfg.Logger.Warn("raft: not adding a member whose raft address fails the probe (no route, or not the cluster's TLS)",
@@ -204,6 +212,20 @@ func (m *Membership) reconcile(now time.Time) {
 		}
 		return
 	}
+}
+
+// ErrTLSMismatch is what the pre-add check reports for a member whose raft TLS setting
+// differs from the cluster's.
+var ErrTLSMismatch = errors.New("raft TLS mismatch")
+
+// check decides whether a member may be added to raft: its published TLS setting must
+// not be TLS on a plain cluster, and its raft address must pass the probe (with TLS, a
+// mutual handshake, which a member without the cluster's certificates fails).
+func (m *Membership) check(addr string, memberTLS bool) error {
+	if clusterTLS := m.raft.stream.tls != nil; memberTLS && !clusterTLS {
+		return fmt.Errorf("%w: the member has raft TLS on, this cluster runs raft without TLS (start it without --raft-tls-*, or give every node certificates)", ErrTLSMismatch)
+	}
+	return m.cfg.Probe(addr)
 }
 
 func (m *Membership) remove(id raft.ServerID, why string) {

@@ -46,7 +46,8 @@ func (n *Node) startGossip() error {
 		BindAddr:  host,
 		BindPort:  p,
 		SecretKey: n.cfg.GossipKey,
-		Meta:      cluster.NodeMeta{ID: n.cfg.NodeID, RaftAddr: n.cfg.Raft, AdminAddr: n.advertisedAdmin()},
+		Meta: cluster.NodeMeta{ID: n.cfg.NodeID, RaftAddr: n.cfg.Raft, AdminAddr: n.advertisedAdmin(),
+			RaftTLS: n.cfg.RaftTLSCA != ""},
 		LogOutput: n.cfg.RaftLog,
 	})
 	return err
@@ -69,6 +70,7 @@ func (n *Node) joinCluster() error {
 	for {
 		_, err := n.gossip.Join(n.cfg.Join)
 		if err == nil {
+			n.checkRaftTLS()
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -80,6 +82,26 @@ func (n *Node) joinCluster() error {
 		case <-n.stop:
 			return errors.New("stopped while joining")
 		}
+	}
+}
+
+// checkRaftTLS logs, on a joining node, that its raft TLS setting differs from the
+// members it sees: the leader will not add it to raft (cluster.Membership), so it will
+// never be ready, and the log line says why.
+func (n *Node) checkRaftTLS() {
+	mine := n.cfg.RaftTLSCA != ""
+	for _, m := range n.gossip.Members() {
+		if m.Name == n.cfg.NodeID || m.State != cluster.MemberAlive || m.Meta.ID == "" || m.Meta.RaftTLS == mine {
+			continue
+		}
+		if mine {
+			n.log.Error("this node has raft TLS but the cluster it joined does not: the leader will not add it to raft, and it will not become ready",
+				"member", m.Meta.ID)
+		} else {
+			n.log.Error("the cluster this node joined runs raft over TLS and this node has no --raft-tls-* certificates: it will not be added to raft, and will not become ready",
+				"member", m.Meta.ID)
+		}
+		return
 	}
 }
 

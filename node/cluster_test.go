@@ -66,6 +66,17 @@ func grant(t *testing.T, tn *TestNode, i int) {
 	retry503(t, fmt.Sprintf("grant %d on %s", i, tn.ID()), func(ctx context.Context) error { return tn.Grant(ctx, i) })
 }
 
+// waitServedUp waits until every running node's data plane serves the state it has
+// applied: WaitApplied does not cover that, the data plane compiles a state just after.
+func waitServedUp(t *testing.T, c *TestCluster) {
+	t.Helper()
+	for _, tn := range c.Up() {
+		if !tn.Node().waitServed(tn.Node().fsm.State().Index, 5*time.Second) {
+			t.Fatalf("%s does not serve the state it applied", tn.ID())
+		}
+	}
+}
+
 func hasGrant(n *Node, i int) bool {
 	_, ok := n.fsm.State().Grants[fsm.GrantKey("app", fmt.Sprintf("g/a%d", i))]
 	return ok
@@ -85,6 +96,7 @@ func TestCluster3_WriteLeaveLeaderLoss(t *testing.T) {
 		t.Fatal("the follower does not serve its own acknowledged write")
 	}
 	c.WaitApplied(f.AppliedIndex(), 5*time.Second)
+	waitServedUp(t, c)
 	for _, tn := range c.Up() {
 		if code, body := callData(t, tn, 3); code != 200 || body != "a3" {
 			t.Fatalf("%s serves g/a3 as %d %q", tn.ID(), code, body)
@@ -231,6 +243,52 @@ func TestClusterRaftMutualTLS(t *testing.T) {
 	grant(t, leader, 1)
 }
 
+// The reverse mismatch: a node WITH raft TLS joining a cluster WITHOUT it. A plain TCP
+// connect to its TLS listener succeeds, so the leader's probe alone would pass it; its
+// published NodeMeta.RaftTLS makes the leader refuse it. It must never be added to
+// raft (with two plain voters, an unreachable third voter would make every commit need
+// both of them) nor become ready.
+func TestClusterRaftTLSNodeJoiningPlainCluster(t *testing.T) {
+	dir := t.TempDir()
+	ca := TestCA(t, dir, "n2")
+	c := MakeCluster(t, 2, ClusterOptions{Configure: func(i int, cfg *Config) {
+		if i == 2 {
+			cfg.RaftTLSCA = ca
+			cfg.RaftTLSCert = filepath.Join(dir, "n2.pem")
+			cfg.RaftTLSKey = filepath.Join(dir, "n2-key.pem")
+		}
+	}})
+	leader := c.WaitLeader(5 * time.Second)
+	applyBundle(t, c.Followers()[0], TestBundle(3))
+
+	withTLS := c.AddNode()
+	// The leader reconciles every 250ms and on every gossip event: 2 s is many passes.
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if ids := c.RaftServers(leader); len(ids) != 2 {
+			t.Fatalf("raft servers %v: the node with raft TLS was added to a plain cluster", ids)
+		}
+		if withTLS.Node().Ready() {
+			t.Fatal("a node with raft TLS became ready in a cluster without it")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// It is in gossip all the same (so the refusal is the leader's, not a failed join).
+	inGossip := false
+	for _, m := range leader.Node().gossip.Members() {
+		if m.Meta.ID == withTLS.ID() {
+			inGossip = m.Meta.RaftTLS
+		}
+	}
+	if !inGossip {
+		t.Fatal("the node with raft TLS is not in the leader's gossip view with RaftTLS set")
+	}
+	// The plain cluster still commits, with and after it.
+	grant(t, leader, 1)
+	c.Kill(withTLS)
+	grant(t, c.Followers()[0], 2)
+}
+
 // Snapshots compact the log; a new node far behind catches up from a snapshot and
 // serves everything.
 func TestClusterSnapshotCatchUp(t *testing.T) {
@@ -283,6 +341,7 @@ func TestClusterQuorumLoss(t *testing.T) {
 		grant(t, leader, i)
 	}
 	c.WaitApplied(leader.AppliedIndex(), 5*time.Second)
+	waitServedUp(t, c)
 	survivor := c.Followers()[0]
 	for _, tn := range c.Up() {
 		if tn != survivor {

@@ -341,7 +341,7 @@ GROUP/API for apis.`,
 func membersCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "members",
-		Short: "List the cluster's members with their role, address, state and applied index",
+		Short: "List the cluster's members with their role, raft and gossip addresses, state and applied index",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := adminClient(cmd)
@@ -364,9 +364,9 @@ func membersCommand() *cobra.Command {
 				if m.AppliedIndex > 0 {
 					idx = strconv.FormatUint(m.AppliedIndex, 10)
 				}
-				rows = append(rows, []string{m.ID, m.Role, m.Address, m.State, idx})
+				rows = append(rows, []string{m.ID, m.Role, m.Address, m.Gossip, m.State, idx})
 			}
-			table(cmd.OutOrStdout(), []string{"ID", "ROLE", "ADDRESS", "STATE", "APPLIED"}, rows)
+			table(cmd.OutOrStdout(), []string{"ID", "ROLE", "RAFT ADDRESS", "GOSSIP ADDRESS", "STATE", "APPLIED"}, rows)
 			return nil
 		},
 	}
