@@ -56,6 +56,20 @@ var scenarios = []scenario{
 		newBuilder: staticGET("/json"),
 	},
 	{
+		// Against anon-64B in the same run: the cost of a quota check on every call
+		// (one API counter; anonymous calls have no app or user). The limit is far
+		// above what a run reaches, so every call is admitted and forwarded.
+		name: "quota",
+		desc: "anon-64B with a traffic policy (API quota checked on every call)",
+		body: 64,
+		config: func(e *env, y *strings.Builder) {
+			groupHeader(y, benchGroup)
+			httpAPI(y, e, "quota", "/quota/json", "/json", "auth: anonymous\n        traffic: bench-quota")
+			y.WriteString("traffic:\n  - {name: bench-quota, window: minute, api: 1000000000}\n")
+		},
+		newBuilder: staticGET("/quota/json"),
+	},
+	{
 		name: "anon-4K",
 		desc: "anonymous pass-through, 4 KiB answer",
 		body: 4096,
