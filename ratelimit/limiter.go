@@ -99,8 +99,12 @@ type slot struct {
 	remote         atomic.Int64 // sum of the other nodes' counts
 	lastRemoteTick atomic.Int64
 	refillSeq      atomic.Int64 // our batch that carried the count at the last refill
-	ceiling        atomic.Int64 // count this node may reach on its budget (reserved)
-	peerStarved    atomic.Int64 // tick when a peer last said it wants budget
+	// lazy marks a window this node learned from a peer before any call of its own:
+	// it holds no budget (so it reserves nothing in the others' views) until its first
+	// call takes one (wake).
+	lazy        atomic.Bool
+	ceiling     atomic.Int64 // count this node may reach on its budget (reserved)
+	peerStarved atomic.Int64 // tick when a peer last said it wants budget
 
 	peers []peerCount // guarded by Counter.mu
 
@@ -296,15 +300,39 @@ func (l *Limiter) create(key uint64, w Window) *Counter {
 	return c
 }
 
+// retakeAfterWake returns the unit a failed decrement took, wakes a lazy window and
+// tries the decrement again.
+func (l *Limiter) retakeAfterWake(c *Counter, s *slot) bool {
+	s.budget.Add(1)
+	l.wake(c, s)
+	return s.budget.Add(-1) >= 0
+}
+
 func (l *Limiter) setLimit(c *Counter, lim int64) {
 	c.mu.Lock()
 	c.limit.Store(lim)
-	if s := c.cur.Load(); s != nil {
+	if s := c.cur.Load(); s != nil && !s.lazy.Load() {
 		sh := l.share(c, s, false)
 		s.budget.Store(sh)
 		s.ceiling.Store(s.local.Load() + sh)
 	}
 	c.mu.Unlock()
+}
+
+// wake gives a lazy window its first budget, on its first call: this node's part of
+// what its view leaves free. No acknowledgement is needed first: the node held no
+// ceiling the others must know of. It reports whether it took any.
+func (l *Limiter) wake(c *Counter, s *slot) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !s.lazy.CompareAndSwap(true, false) {
+		return s.budget.Load() > 0
+	}
+	sh := l.share(c, s, false)
+	s.ceiling.Store(s.local.Load() + sh)
+	s.budget.Add(sh)
+	l.markDirty(c) // the others must learn the new ceiling
+	return sh > 0
 }
 
 // Allow decides one call against counter c at time now, and counts it if admitted.
@@ -318,7 +346,7 @@ func (l *Limiter) Allow(c *Counter, now time.Time) (ok bool, retryAfter time.Dur
 		return true, 0
 	}
 	s := l.slotAt(c, now.Unix())
-	if s.budget.Add(-1) < 0 {
+	if s.budget.Add(-1) < 0 && !(s.lazy.Load() && l.retakeAfterWake(c, s)) {
 		s.throttled.Add(1)
 		l.markDirty(c)
 		return false, l.retryAfter(c, s, now)
@@ -339,7 +367,7 @@ func (l *Limiter) AllowAll(cs []*Counter, now time.Time) (ok bool, refused int, 
 			continue
 		}
 		s := l.slotAt(c, t)
-		if s.budget.Add(-1) < 0 {
+		if s.budget.Add(-1) < 0 && !(s.lazy.Load() && l.retakeAfterWake(c, s)) {
 			s.budget.Add(1)
 			for _, p := range cs[:i] { // give back what we reserved
 				if p != nil {
@@ -377,12 +405,14 @@ func (l *Limiter) slotAt(c *Counter, t int64) *slot {
 		return s
 	}
 	c.mu.Lock()
-	s := l.rollLocked(c, idx)
+	s := l.rollLocked(c, idx, true)
 	c.mu.Unlock()
 	return s
 }
 
-func (l *Limiter) rollLocked(c *Counter, idx int64) *slot {
+// rollLocked opens window idx on c. demand says a call of this node's opens it; a
+// window learned from a peer's count opens lazy, with no budget.
+func (l *Limiter) rollLocked(c *Counter, idx int64, demand bool) *slot {
 	old := c.cur.Load()
 	if old != nil && old.idx >= idx {
 		return old
@@ -399,9 +429,13 @@ func (l *Limiter) rollLocked(c *Counter, idx int64) *slot {
 	if old != nil {
 		old.prev.Store(nil) // keep at most one old window reachable
 	}
-	sh := l.share(c, s, false)
-	s.budget.Store(sh)
-	s.ceiling.Store(sh)
+	if demand {
+		sh := l.share(c, s, false)
+		s.budget.Store(sh)
+		s.ceiling.Store(sh)
+	} else {
+		s.lazy.Store(true)
+	}
 	c.cur.Store(s)
 	return s
 }
@@ -534,7 +568,9 @@ func (l *Limiter) flush() {
 			continue
 		}
 		starved := false
-		if s.budget.Load() <= 0 {
+		// Refill only a window this node has called on: an idle node that takes a
+		// budget reserves it in every view, and the node doing the calls waits.
+		if s.budget.Load() <= 0 && !s.lazy.Load() && (s.local.Load() > 0 || s.throttled.Load() > 0) {
 			// Refill only once every live peer has acknowledged the batch that
 			// carried our ceiling at the last refill: then every peer reserves for us
 			// at least what we may spend (see the bound in doc.go).
@@ -850,7 +886,7 @@ func (l *Limiter) merge(from uint64, seq int64, e entry) {
 	c.mu.Lock()
 	s := c.cur.Load()
 	if s == nil || s.idx < e.idx {
-		s = l.rollLocked(c, e.idx)
+		s = l.rollLocked(c, e.idx, false)
 	}
 	if s.idx != e.idx {
 		c.mu.Unlock()
