@@ -127,6 +127,39 @@ var scenarios = []scenario{
 		newBuilder: signedGET("/signed/json"),
 	},
 	{
+		name: "params",
+		desc: "anonymous + 5 verified and mapped parameters + backend signature (issue 6's figure)",
+		body: 64,
+		config: func(e *env, y *strings.Builder) {
+			groupHeader(y, benchGroup)
+			y.WriteString(`      - name: params
+        method: GET
+        path: /params/[item]
+        auth: anonymous
+        params:
+          - {name: item, in: path, type: string, required: true, regex: "^[a-z0-9]+$"}
+          - {name: days, in: query, type: int, min: 1, max: 14, default: 3}
+          - {name: unit, in: query, type: string, enum: [c, f]}
+          - {name: lang, in: query, type: string, maxLength: 8}
+          - {name: X-Trace, in: header, type: string, required: true}
+`)
+			fmt.Fprintf(y, "        backend: {type: http, url: 'http://%s', path: /json, timeout: 3s, signature: bench-key, "+
+				"map: [{param: days, in: header, name: X-Days}, {param: unit, in: query, name: u}]}\n", e.backend)
+			y.WriteString(`        deploy: [RELEASE]
+backendKeys:
+  - {name: bench-key, key: BenchKey, secret: BenchSecret}
+`)
+		},
+		newBuilder: func(e *env, conn int) buildFunc {
+			return func(req *fasthttp.Request) {
+				req.Header.SetMethod(fasthttp.MethodGet)
+				req.SetRequestURI("/params/paris42?days=5&unit=c&lang=en")
+				req.Header.SetHost(e.host)
+				req.Header.Set("X-Trace", "bench")
+			}
+		},
+	},
+	{
 		name: "full",
 		desc: "signature + quota + 5 verified parameters + backend signature",
 		body: 64,
