@@ -137,12 +137,7 @@ var scenarios = []scenario{
         path: /params/[item]
         auth: anonymous
         params:
-          - {name: item, in: path, type: string, required: true, regex: "^[a-z0-9]+$"}
-          - {name: days, in: query, type: int, min: 1, max: 14, default: 3}
-          - {name: unit, in: query, type: string, enum: [c, f]}
-          - {name: lang, in: query, type: string, maxLength: 8}
-          - {name: X-Trace, in: header, type: string, required: true}
-`)
+` + fiveParams)
 			fmt.Fprintf(y, "        backend: {type: http, url: 'http://%s', path: /json, timeout: 3s, signature: bench-key, "+
 				"map: [{param: days, in: header, name: X-Days}, {param: unit, in: query, name: u}]}\n", e.backend)
 			y.WriteString(`        deploy: [RELEASE]
@@ -170,12 +165,7 @@ backendKeys:
         path: /full/[item]
         auth: app
         params:
-          - {name: item, in: path, type: string, required: true, regex: "^[a-z0-9]+$"}
-          - {name: days, in: query, type: int, min: 1, max: 14, default: 3}
-          - {name: unit, in: query, type: string, enum: [c, f]}
-          - {name: lang, in: query, type: string, maxLength: 8}
-          - {name: X-Trace, in: header, type: string, required: true}
-        traffic: bench-quota
+` + fiveParams + `        traffic: bench-quota
 `)
 			fmt.Fprintf(y, "        backend: {type: http, url: 'http://%s', path: /json, timeout: 3s, signature: bench-key}\n", e.backend)
 			y.WriteString("        deploy: [RELEASE]\n")
@@ -198,6 +188,14 @@ backendKeys:
 		},
 	},
 }
+
+// fiveParams declares the five verified parameters of the params and full scenarios.
+const fiveParams = `          - {name: item, in: path, type: string, required: true, regex: "^[a-z0-9]+$"}
+          - {name: days, in: query, type: int, min: 1, max: 14, default: 3}
+          - {name: unit, in: query, type: string, enum: [c, f]}
+          - {name: lang, in: query, type: string, maxLength: 8}
+          - {name: X-Trace, in: header, type: string, required: true}
+`
 
 // staticGET builds the same anonymous GET for every call.
 func staticGET(path string) func(e *env, conn int) buildFunc {

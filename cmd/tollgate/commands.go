@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -225,14 +226,8 @@ GROUP/API for apis.`,
 			js := clientOpts.output == "json"
 			switch args[0] {
 			case "apps", "app":
-				var apps []fsm.App
-				if name != "" {
-					var a fsm.App
-					if err := c.Do(ctx, "GET", "/v1/apps/"+name, nil, &a); err != nil {
-						return err
-					}
-					apps = []fsm.App{a}
-				} else if err := c.Do(ctx, "GET", "/v1/apps", nil, &apps); err != nil {
+				apps, err := getOneOrAll[fsm.App](ctx, c, "/v1/apps", name)
+				if err != nil {
 					return err
 				}
 				if js {
@@ -285,14 +280,8 @@ GROUP/API for apis.`,
 				}
 				table(out, []string{"API", "METHOD", "PATH", "AUTH", "BACKEND", "DEPLOYED"}, rows)
 			case "groups", "group":
-				var groups []fsm.Group
-				if name != "" {
-					var g fsm.Group
-					if err := c.Do(ctx, "GET", "/v1/groups/"+name, nil, &g); err != nil {
-						return err
-					}
-					groups = []fsm.Group{g}
-				} else if err := c.Do(ctx, "GET", "/v1/groups", nil, &groups); err != nil {
+				groups, err := getOneOrAll[fsm.Group](ctx, c, "/v1/groups", name)
+				if err != nil {
 					return err
 				}
 				if js {
@@ -336,6 +325,19 @@ GROUP/API for apis.`,
 	}
 	addOutputFlag(cmd)
 	return clientCommand(cmd)
+}
+
+// getOneOrAll lists a collection, or fetches one member of it when name is set.
+func getOneOrAll[T any](ctx context.Context, c *node.Client, collection, name string) ([]T, error) {
+	if name == "" {
+		var all []T
+		return all, c.Do(ctx, "GET", collection, nil, &all)
+	}
+	var one T
+	if err := c.Do(ctx, "GET", collection+"/"+name, nil, &one); err != nil {
+		return nil, err
+	}
+	return []T{one}, nil
 }
 
 func membersCommand() *cobra.Command {
