@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -49,6 +50,11 @@ func startNode(t *testing.T, id string, edit func(*Config)) *Node {
 		edit(&cfg)
 	}
 	n, err := Start(cfg)
+	// A port found free may be taken by another test process before the node binds it.
+	for attempt := 1; err != nil && attempt < 5 && strings.Contains(err.Error(), "address already in use"); attempt++ {
+		cfg.Raft, cfg.Gossip = freeTestAddr(t), freeTestAddr(t)
+		n, err = Start(cfg)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -151,7 +151,19 @@ func (c *TestCluster) AddNode() *TestNode {
 		c.opts.Configure(i, &cfg)
 	}
 	tn := &TestNode{Index: i, Cfg: cfg}
-	c.start(tn)
+	// A port found free can be taken by another test process before the node binds
+	// it; a new node can move to other ports, so try again a few times.
+	for attempt := 1; ; attempt++ {
+		err := c.tryStart(tn)
+		if err == nil {
+			break
+		}
+		if attempt < 5 && strings.Contains(err.Error(), "address already in use") {
+			tn.Cfg.Raft, tn.Cfg.Gossip = freeLoopbackAddr(c.t), freeLoopbackAddr(c.t)
+			continue
+		}
+		c.t.Fatalf("start node %s: %v", tn.Cfg.NodeID, err)
+	}
 	c.mu.Lock()
 	c.nodes = append(c.nodes, tn)
 	c.mu.Unlock()
@@ -160,6 +172,13 @@ func (c *TestCluster) AddNode() *TestNode {
 
 func (c *TestCluster) start(tn *TestNode) {
 	c.t.Helper()
+	if err := c.tryStart(tn); err != nil {
+		c.t.Fatalf("start node %s: %v", tn.Cfg.NodeID, err)
+	}
+}
+
+// tryStart starts tn's node, joining the nodes that are up.
+func (c *TestCluster) tryStart(tn *TestNode) error {
 	cfg := tn.Cfg
 	cfg.Join = nil
 	for _, o := range c.Up() {
@@ -169,11 +188,12 @@ func (c *TestCluster) start(tn *TestNode) {
 	}
 	n, err := Start(cfg)
 	if err != nil {
-		c.t.Fatalf("start node %s: %v", cfg.NodeID, err)
+		return err
 	}
 	tn.mu.Lock()
 	tn.n = n
 	tn.mu.Unlock()
+	return nil
 }
 
 // Node returns the running node, or nil while it is down.

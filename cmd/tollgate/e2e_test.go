@@ -60,7 +60,9 @@ type nodeProc struct {
 	dir                       string
 	listen, admin, raft, goss string
 	cmd                       *exec.Cmd
+	exited                    chan struct{} // closed once cmd has exited
 	log                       *syncBuffer
+	started, cleanup          bool
 }
 
 // syncBuffer collects a process's output while the test reads it.
@@ -87,31 +89,55 @@ func newNodeProc(t *testing.T) *nodeProc {
 
 func (p *nodeProc) start() {
 	p.t.Helper()
-	p.log = &syncBuffer{}
-	p.cmd = exec.Command(binary, "node", "--data", p.dir, "--listen", p.listen, "--admin", p.admin,
-		"--raft", p.raft, "--gossip", p.goss, "--node-id", "n1")
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
-		p.t.Fatal(err)
+	for attempt := 1; ; attempt++ {
+		p.log = &syncBuffer{}
+		p.cmd = exec.Command(binary, "node", "--data", p.dir, "--listen", p.listen, "--admin", p.admin,
+			"--raft", p.raft, "--gossip", p.goss, "--node-id", "n1")
+		p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+		if err := p.cmd.Start(); err != nil {
+			p.t.Fatal(err)
+		}
+		p.exited = make(chan struct{})
+		go func(cmd *exec.Cmd, exited chan struct{}) { cmd.Wait(); close(exited) }(p.cmd, p.exited)
+		if !p.cleanup {
+			p.cleanup = true
+			p.t.Cleanup(func() { p.kill() })
+		}
+		if p.waitReady() {
+			p.started = true
+			return
+		}
+		// A port found free may be taken by another test process before the node binds
+		// it. A node that never started may move; a restarted one keeps its addresses.
+		if !p.started && attempt < 5 && strings.Contains(p.log.String(), "address already in use") {
+			p.kill()
+			p.dir = p.t.TempDir()
+			p.listen, p.admin, p.raft, p.goss = freeAddr(p.t), freeAddr(p.t), freeAddr(p.t), freeAddr(p.t)
+			continue
+		}
+		p.t.Fatalf("node not ready within 20s; its log:\n%s", p.log)
 	}
-	p.t.Cleanup(func() { p.kill() })
-	p.waitReady()
 }
 
-func (p *nodeProc) waitReady() {
-	p.t.Helper()
+// waitReady waits up to 20 s for /readyz to answer 200 and reports whether it did; it
+// gives up at once when the process exits.
+func (p *nodeProc) waitReady() bool {
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		resp, err := http.Get("http://" + p.admin + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return
+				return true
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-p.exited:
+			return false
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
-	p.t.Fatalf("node not ready within 20s; its log:\n%s", p.log)
+	return false
 }
 
 // kill ends the process with SIGKILL: nothing is flushed or drained.
@@ -120,7 +146,7 @@ func (p *nodeProc) kill() {
 		return
 	}
 	p.cmd.Process.Signal(syscall.SIGKILL)
-	p.cmd.Wait()
+	<-p.exited
 	p.cmd = nil
 }
 
