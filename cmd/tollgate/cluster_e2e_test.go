@@ -31,6 +31,7 @@ type clusterProc struct {
 	id, dir                   string
 	listen, admin, raft, goss string
 	join                      []string
+	started                   bool
 	cmd                       *exec.Cmd
 	done                      chan struct{}
 	log                       *syncBuffer
@@ -45,7 +46,42 @@ func newClusterProc(t *testing.T, id string, join ...*clusterProc) *clusterProc 
 	return p
 }
 
+// start launches the process. A node that never started moves to other ports when the
+// ones found free were taken by another test process before it bound them.
 func (p *clusterProc) start() {
+	p.t.Helper()
+	for attempt := 1; ; attempt++ {
+		p.launch()
+		if p.started || attempt >= 5 || !p.bindFailed() {
+			p.started = true
+			return
+		}
+		p.listen, p.admin, p.raft, p.goss = freeAddr(p.t), freeAddr(p.t), freeAddr(p.t), freeAddr(p.t)
+	}
+}
+
+// bindFailed waits (up to 5 s) until the node's admin API answers or the process
+// exits, and reports whether it exited because an address was in use.
+func (p *clusterProc) bindFailed() bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			return strings.Contains(p.log.String(), "address already in use")
+		default:
+		}
+		// The admin listener accepts connections as soon as it is bound, but answers
+		// only once Start has bound everything else.
+		if resp, err := (&http.Client{Timeout: 200 * time.Millisecond}).Get("http://" + p.admin + "/healthz"); err == nil {
+			resp.Body.Close()
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
+}
+
+func (p *clusterProc) launch() {
 	p.t.Helper()
 	p.log = &syncBuffer{}
 	args := []string{"node", "--data", p.dir, "--listen", p.listen, "--admin", p.admin,
