@@ -361,7 +361,7 @@ func (h *httpBackend) serve(c *Call) bool {
 
 	// X-Forwarded-Host carries the client's Host before it becomes the backend's.
 	req.Header.SetCanonical(hdrXFHost, req.Header.Host())
-	stripHopByHop(&req.Header, c) // and Expect: the body is already read; the backend gets it whole
+	stripHopByHop(&req.Header, c, hdrExpect) // and Expect: the body is already read; the backend gets it whole
 	c.appendXFF(req)
 	if ctx.IsTLS() {
 		req.Header.SetCanonical(hdrXFProto, schemeHTTPS)
@@ -398,7 +398,7 @@ func (h *httpBackend) serve(c *Call) bool {
 		return c.Fail(backendError(err))
 	}
 	resp := &ctx.Response
-	stripHopByHopResponse(&resp.Header, c)
+	stripHopByHop(&resp.Header, c, "")
 	// A backend closing its connection says nothing about the client's.
 	resp.Header.ResetConnectionClose()
 	return true
@@ -423,14 +423,14 @@ func backendError(err error) *ErrorCode {
 
 // stripHopByHop removes hop-by-hop headers, and those the Connection header names, as
 // net/http/httputil's ReverseProxy does: they describe one connection, not the message;
-// then Expect.
+// then extra (Expect, for a request).
 //
 // The fixed names are deleted with fasthttp's normalizing switched off: they are in its
 // canonical form already (TestHopByHopCanonical), so the deletes are the same, but
 // re-normalizing each name per call was the costliest part of a forwarded request's
 // header handling. Names from the Connection header are the client's spelling and
 // are normalized as usual.
-func stripHopByHop(h *fasthttp.RequestHeader, c *Call) {
+func stripHopByHop[H hopHeaders](h H, c *Call, extra string) {
 	raw := h.DisableNormalizing()
 	v := h.PeekBytes(hdrConnectionB)
 	if !raw {
@@ -444,30 +444,21 @@ func stripHopByHop(h *fasthttp.RequestHeader, c *Call) {
 	for _, k := range hopByHopHeaders {
 		h.Del(k)
 	}
-	h.Del(hdrExpect)
+	if extra != "" {
+		h.Del(extra)
+	}
 	if !raw {
 		h.EnableNormalizing()
 	}
 }
 
-// stripHopByHopResponse is stripHopByHop for the backend's answer.
-func stripHopByHopResponse(h *fasthttp.ResponseHeader, c *Call) {
-	raw := h.DisableNormalizing()
-	v := h.PeekBytes(hdrConnectionB)
-	if !raw {
-		h.EnableNormalizing()
-	}
-	if len(v) > 0 {
-		c.conn = append(c.conn[:0], v...)
-		forEachToken(c.conn, func(tok []byte) { h.DelBytes(tok) })
-	}
-	raw = h.DisableNormalizing()
-	for _, k := range hopByHopHeaders {
-		h.Del(k)
-	}
-	if !raw {
-		h.EnableNormalizing()
-	}
+// hopHeaders is what stripHopByHop needs of fasthttp's request and response headers.
+type hopHeaders interface {
+	DisableNormalizing() bool
+	EnableNormalizing() bool
+	PeekBytes(key []byte) []byte
+	DelBytes(key []byte)
+	Del(key string)
 }
 
 // forEachToken calls f for each comma-separated, space-trimmed, non-empty token of v.
