@@ -137,35 +137,11 @@ type result struct {
 
 func (r result) code() string { return r.hdr["X-Ca-Error-Code"] }
 
-// call sends one request through the gateway. host names the group; headers are
-// name/value pairs.
+// call sends one unsigned request through the gateway. host names the group; headers
+// are name/value pairs.
 func (g *testGateway) call(t testing.TB, method, host, uri string, body []byte, headers ...string) result {
 	t.Helper()
-	req := fasthttp.AcquireRequest()
-	resp := fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	req.Header.SetMethod(method)
-	req.SetRequestURI(uri)
-	req.Header.SetHost(host)
-	req.UseHostHeader = true
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Add(headers[i], headers[i+1])
-	}
-	if body != nil {
-		req.SetBody(body)
-	}
-	if err := g.client.DoTimeout(req, resp, 10*time.Second); err != nil {
-		t.Fatalf("%s %s%s: %v", method, host, uri, err)
-	}
-	r := result{status: resp.StatusCode(), body: string(resp.Body()), hdr: map[string]string{}}
-	for k, v := range resp.Header.All() {
-		r.hdr[string(k)] = string(v)
-	}
-	if len(r.hdr["X-Ca-Request-Id"]) != requestIDLen {
-		t.Errorf("%s %s%s: no request id in %v", method, host, uri, r.hdr)
-	}
-	return r
+	return g.signedCall(t, nil, method, host, uri, body, nil, headers...)
 }
 
 func wantError(t *testing.T, r result, e *ErrorCode) {

@@ -4,7 +4,6 @@ package main
 // with SIGKILL, stopped with SIGTERM, restarted on their data dirs.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -144,18 +143,7 @@ func (p *clusterProc) isLeader() bool {
 // cli runs the tollgate binary against this node's admin API.
 func (p *clusterProc) cli(args ...string) (string, string, int) {
 	p.t.Helper()
-	cmd := exec.Command(binary, args...)
-	cmd.Env = append(os.Environ(), "TOLLGATE_ADMIN=http://"+p.admin, "TOLLGATE_ADMIN_TOKEN="+clusterToken)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		p.t.Fatal(err)
-	}
-	return out.String(), errb.String(), code
+	return runCLI(p.t, []string{"TOLLGATE_ADMIN=http://" + p.admin, "TOLLGATE_ADMIN_TOKEN=" + clusterToken}, "", args...)
 }
 
 // callAPI calls g/aN through the data plane.

@@ -154,11 +154,17 @@ func (p *nodeProc) kill() {
 // exit code.
 func (p *nodeProc) cli(args ...string) (string, string, int) {
 	p.t.Helper()
-	cmd := exec.Command(binary, args...)
-	cmd.Env = append(os.Environ(), "TOLLGATE_ADMIN=http://"+p.admin, "TOLLGATE_ADMIN_TOKEN=")
-	cmd.Dir = p.dir
 	// The token comes from the node's data dir, as in the quickstart.
-	cmd.Args = append(cmd.Args, "--data", p.dir)
+	return runCLI(p.t, []string{"TOLLGATE_ADMIN=http://" + p.admin, "TOLLGATE_ADMIN_TOKEN="}, p.dir, append(args, "--data", p.dir)...)
+}
+
+// runCLI runs the tollgate binary with extra environment in dir (the test's own when
+// empty) and returns stdout, stderr and the exit code.
+func runCLI(t *testing.T, env []string, dir string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Dir = dir
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -166,7 +172,7 @@ func (p *nodeProc) cli(args ...string) (string, string, int) {
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
 	} else if err != nil {
-		p.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return out.String(), errb.String(), code
 }
