@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -11,7 +12,6 @@ import (
 	"net/http/pprof"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -264,26 +264,20 @@ func (n *Node) postApply(r *http.Request) (any, error) {
 	if err := decodeBody(r, &b); err != nil {
 		return nil, err
 	}
-	if err := b.Validate(); err != nil {
-		return nil, err
-	}
 	// Credentials are drawn here, not in the FSM: Apply must be deterministic on every
 	// node. The FSM keeps an existing app's credentials and uses these only for new ones.
 	for i := range b.Apps {
 		b.Apps[i].Generated = &fsm.Credentials{Key: randomDigits(9), Secret: randomHex(16), Code: randomHex(16)}
 	}
 	cmd := &fsm.ApplyBundle{Bundle: b, At: time.Now().UTC()}
-	dry, _ := strconv.ParseBool(r.URL.Query().Get("dryRun"))
-	if dry {
-		res, err := n.fsm.ApplyLocal(fsm.CmdApplyBundle, cmd)
-		if err != nil {
-			return nil, err
-		}
-		return &ApplyResult{DryRun: true, Plan: res.(*fsm.Plan), Index: n.fsm.State().Index}, nil
-	}
-	// Refuse before proposing, so a bad bundle never enters the log.
-	if _, err := n.fsm.ApplyLocal(fsm.CmdApplyBundle, cmd); err != nil {
+	// The plan against this node's state; a bad bundle is refused here and never
+	// enters the log (the FSM checks it again when it applies, on every node).
+	plan, err := n.fsm.ApplyLocal(fsm.CmdApplyBundle, cmd)
+	if err != nil {
 		return nil, err
+	}
+	if dry, _ := strconv.ParseBool(r.URL.Query().Get("dryRun")); dry {
+		return &ApplyResult{DryRun: true, Plan: plan.(*fsm.Plan), Index: n.fsm.State().Index}, nil
 	}
 	res, err := n.propose(fsm.CmdApplyBundle, cmd)
 	if err != nil {
@@ -546,13 +540,21 @@ func (n *Node) listMembers(r *http.Request) (any, error) {
 	return out, nil
 }
 
+// randomDigits returns n decimal digits from crypto/rand, uniformly (bytes of 250 and
+// above are drawn again so that every digit is as likely), the first not zero.
 func randomDigits(n int) string {
-	h := randomHex(n)
-	var b strings.Builder
-	for i := 0; i < n; i++ {
-		b.WriteByte('1' + h[i]%9)
+	out := make([]byte, 0, n)
+	var b [1]byte
+	for len(out) < n {
+		if _, err := rand.Read(b[:]); err != nil {
+			panic(err) // crypto/rand never fails on supported platforms
+		}
+		if b[0] >= 250 || (len(out) == 0 && b[0]%10 == 0) {
+			continue
+		}
+		out = append(out, '0'+b[0]%10)
 	}
-	return b.String()
+	return string(out)
 }
 
 func (n *Node) postGrant(r *http.Request) (any, error) {
