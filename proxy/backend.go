@@ -31,19 +31,20 @@ const (
 )
 
 var (
-	hdrErrorCode     = []byte("X-Ca-Error-Code")
-	hdrErrorMessage  = []byte("X-Ca-Error-Message")
-	hdrRequestID     = []byte("X-Ca-Request-Id")
-	hdrStage         = []byte("X-Ca-Stage")
-	hdrXFF           = []byte("X-Forwarded-For")
-	hdrXFProto       = []byte("X-Forwarded-Proto")
-	hdrXFHost        = []byte("X-Forwarded-Host")
-	contentTypeJSON  = []byte("application/json; charset=utf-8")
-	schemeHTTP       = []byte("http")
-	schemeHTTPS      = []byte("https")
-	commaSpace       = []byte(", ")
-	optClose         = []byte("close")
-	optKeepAlive     = []byte("keep-alive")
+	hdrErrorCode    = []byte("X-Ca-Error-Code")
+	hdrErrorMessage = []byte("X-Ca-Error-Message")
+	hdrRequestID    = []byte("X-Ca-Request-Id")
+	hdrStage        = []byte("X-Ca-Stage")
+	hdrXFF          = []byte("X-Forwarded-For")
+	hdrXFProto      = []byte("X-Forwarded-Proto")
+	hdrXFHost       = []byte("X-Forwarded-Host")
+	contentTypeJSON = []byte("application/json; charset=utf-8")
+	schemeHTTP      = []byte("http")
+	schemeHTTPS     = []byte("https")
+	commaSpace      = []byte(", ")
+	optClose        = []byte("close")
+	optKeepAlive    = []byte("keep-alive")
+	// hopByHopHeaders: at most 15 (stripHopByHop's bit set), Connection first.
 	hopByHopHeaders  = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 	hdrConnection    = "Connection"
 	hdrConnectionB   = []byte(hdrConnection)
@@ -361,7 +362,7 @@ func (h *httpBackend) serve(c *Call) bool {
 
 	// X-Forwarded-Host carries the client's Host before it becomes the backend's.
 	req.Header.SetCanonical(hdrXFHost, req.Header.Host())
-	stripHopByHop(&req.Header, c, hdrExpect) // and Expect: the body is already read; the backend gets it whole
+	stripRequestHopByHop(&req.Header, c, hdrExpect) // and Expect: the body is already read; the backend gets it whole
 	c.appendXFF(req)
 	if ctx.IsTLS() {
 		req.Header.SetCanonical(hdrXFProto, schemeHTTPS)
@@ -398,7 +399,7 @@ func (h *httpBackend) serve(c *Call) bool {
 		return c.Fail(backendError(err))
 	}
 	resp := &ctx.Response
-	stripHopByHop(&resp.Header, c, "")
+	stripResponseHopByHop(&resp.Header, c)
 	// A backend closing its connection says nothing about the client's.
 	resp.Header.ResetConnectionClose()
 	return true
@@ -425,31 +426,75 @@ func backendError(err error) *ErrorCode {
 // net/http/httputil's ReverseProxy does: they describe one connection, not the message;
 // then extra (Expect, for a request).
 //
-// The fixed names are deleted with fasthttp's normalizing switched off: they are in its
-// canonical form already (TestHopByHopCanonical), so the deletes are the same, but
-// re-normalizing each name per call was the costliest part of a forwarded request's
-// header handling. Names from the Connection header are the client's spelling and
-// are normalized as usual.
-func stripHopByHop[H hopHeaders](h H, c *Call, extra string) {
+// Most messages carry none of them, so one pass over the headers looks for them first
+// and deletes only what is there: a delete scans every header, and the ten of them
+// per message were the costliest part of a forwarded request's header handling. Names
+// are compared, and the fixed ones deleted, in fasthttp's canonical form, which parsed
+// names are in (TestHopByHopCanonical). Names from the Connection header are the
+// client's spelling and are normalized as usual.
+//
+// present is what hopBits found in the headers: the pass is written out per header
+// type (stripRequestHopByHop, stripResponseHopByHop) because ranging over All through
+// the generic's dictionary allocates the loop body.
+func stripHopByHop[H hopHeaders](h H, c *Call, extra string, present uint16) {
+	if present == 0 {
+		return
+	}
+	if present&(1<<hopConnection) != 0 {
+		raw := h.DisableNormalizing()
+		v := h.PeekBytes(hdrConnectionB)
+		if !raw {
+			h.EnableNormalizing()
+		}
+		if len(v) > 0 {
+			c.conn = append(c.conn[:0], v...)
+			forEachToken(c.conn, func(tok []byte) { h.DelBytes(tok) })
+		}
+	}
 	raw := h.DisableNormalizing()
-	v := h.PeekBytes(hdrConnectionB)
-	if !raw {
-		h.EnableNormalizing()
+	for i, k := range hopByHopHeaders {
+		if present&(1<<i) != 0 {
+			h.Del(k)
+		}
 	}
-	if len(v) > 0 {
-		c.conn = append(c.conn[:0], v...)
-		forEachToken(c.conn, func(tok []byte) { h.DelBytes(tok) })
-	}
-	raw = h.DisableNormalizing()
-	for _, k := range hopByHopHeaders {
-		h.Del(k)
-	}
-	if extra != "" {
+	if present&extraBit != 0 {
 		h.Del(extra)
 	}
 	if !raw {
 		h.EnableNormalizing()
 	}
+}
+
+const hopConnection, extraBit = 0, 1 << 15
+
+// hopBits returns k's bit in stripHopByHop's present set: 1<<i for
+// hopByHopHeaders[i], extraBit for extra, or 0.
+func hopBits(k []byte, extra string) uint16 {
+	for i, name := range hopByHopHeaders {
+		if len(k) == len(name) && string(k) == name {
+			return 1 << i
+		}
+	}
+	if extra != "" && string(k) == extra {
+		return extraBit
+	}
+	return 0
+}
+
+func stripRequestHopByHop(h *fasthttp.RequestHeader, c *Call, extra string) {
+	var present uint16
+	for k := range h.All() {
+		present |= hopBits(k, extra)
+	}
+	stripHopByHop(h, c, extra, present)
+}
+
+func stripResponseHopByHop(h *fasthttp.ResponseHeader, c *Call) {
+	var present uint16
+	for k := range h.All() {
+		present |= hopBits(k, "")
+	}
+	stripHopByHop(h, c, "", present)
 }
 
 // hopHeaders is what stripHopByHop needs of fasthttp's request and response headers.

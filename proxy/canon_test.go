@@ -33,7 +33,7 @@ func TestHopByHopAnyCase(t *testing.T) {
 	req.Header.Set("connection", "X-Drop, keep-alive")
 	req.Header.Set("x-drop", "1")
 	c := &Call{}
-	stripHopByHop(&req.Header, c, hdrExpect)
+	stripRequestHopByHop(&req.Header, c, hdrExpect)
 	for _, n := range []string{"Keep-Alive", "Transfer-Encoding", "Proxy-Authorization", "Te", "Upgrade", "Expect", "Connection", "X-Drop"} {
 		if v := req.Header.Peek(n); len(v) > 0 {
 			t.Errorf("request kept %s: %q", n, v)
@@ -56,7 +56,7 @@ func TestHopByHopAnyCase(t *testing.T) {
 	resp.Header.Set("connection", "x-gone")
 	resp.Header.Set("X-Gone", "1")
 	resp.Header.Set("X-Stay", "1")
-	stripHopByHop(&resp.Header, c, "")
+	stripResponseHopByHop(&resp.Header, c)
 	for _, n := range []string{"Keep-Alive", "Upgrade", "X-Gone"} {
 		if v := resp.Header.Peek(n); len(v) > 0 {
 			t.Errorf("response kept %s: %q", n, v)

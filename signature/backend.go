@@ -18,6 +18,7 @@ import (
 // through the gateway. Immutable after NewBackendKey and safe for concurrent use.
 type BackendKey struct {
 	key    string
+	keyB   []byte // key, as the header's value
 	secret *Secret
 }
 
@@ -25,7 +26,7 @@ type BackendKey struct {
 // X-Ca-Proxy-Signature-Secret-Key to name it, secret signs. Build it once per
 // configuration, not per request.
 func NewBackendKey(key, secret string) *BackendKey {
-	return &BackendKey{key: key, secret: NewSecret(secret)}
+	return &BackendKey{key: key, keyB: []byte(key), secret: NewSecret(secret)}
 }
 
 // Key returns the key's name as sent to the backend.
@@ -43,13 +44,19 @@ func (k *BackendKey) Key() string { return k.key }
 // takes no lock. sc.StringToSign holds the backend string-to-sign afterwards.
 func (k *BackendKey) Sign(req *fasthttp.Request, headers []string, sc *Scratch) {
 	h := &req.Header
-	h.Del(HeaderProxySignature)
-	h.Del(HeaderProxySignatureHeaders)
-	h.Del(HeaderProxySignatureSecretKey)
-
+	x := &sc.hx
+	x.build(h)
 	ns := &sc.names
 	ns.reset()
-	ns.addXCa(h)
+	if !ns.addXCa(x) {
+		// A client sent headers of the backend signature: they go, and are not signed.
+		h.Del(HeaderProxySignature)
+		h.Del(HeaderProxySignatureHeaders)
+		h.Del(HeaderProxySignatureSecretKey)
+		x.build(h)
+		ns.reset()
+		ns.addXCa(x)
+	}
 	for _, name := range headers {
 		ns.add([]byte(name))
 	}
@@ -65,7 +72,7 @@ func (k *BackendKey) Sign(req *fasthttp.Request, headers []string, sc *Scratch) 
 	for _, name := range names {
 		b = append(b, name...)
 		b = append(b, ':')
-		b = append(b, h.PeekBytes(name)...)
+		b = append(b, get(x, name)...)
 		b = append(b, '\n')
 	}
 	// The path as fasthttp will write it, decoded: what a backend reads as its path
@@ -76,10 +83,17 @@ func (k *BackendKey) Sign(req *fasthttp.Request, headers []string, sc *Scratch) 
 	}
 	sc.sts = appendPathAndParameters(b, req, path, true)
 
-	h.Set(HeaderProxySignatureSecretKey, k.key)
-	h.SetBytesV(HeaderProxySignatureHeaders, ns.list)
-	h.SetBytesV(HeaderProxySignature, sc.ms.signature(k.secret, HmacSHA256, sc.sts))
+	// The names are canonical already: SetCanonical skips normalizing them again.
+	h.SetCanonical(canonProxySignatureSecretKey, k.keyB)
+	h.SetCanonical(canonProxySignatureHeaders, ns.list)
+	h.SetCanonical(canonProxySignature, sc.ms.signature(k.secret, HmacSHA256, sc.sts))
 }
+
+var (
+	canonProxySignature          = []byte(HeaderProxySignature)
+	canonProxySignatureHeaders   = []byte(HeaderProxySignatureHeaders)
+	canonProxySignatureSecretKey = []byte(HeaderProxySignatureSecretKey)
+)
 
 // VerifyBackendRequest checks the gateway's signature on a request a backend
 // received: secretFor returns the secret of the backend key named in

@@ -3,6 +3,7 @@ package signature
 import (
 	"bytes"
 	"slices"
+	"sync"
 
 	"github.com/valyala/fasthttp"
 )
@@ -29,38 +30,44 @@ const (
 // req.PostArgs() do), so it is not safe to call concurrently with anything else that
 // uses req.
 func AppendStringToSign(dst []byte, req *fasthttp.Request) []byte {
-	return appendStringToSign(dst, req, req.URI().PathOriginal(), false)
+	x := indexPool.Get().(*headerIndex)
+	defer indexPool.Put(x)
+	x.build(&req.Header)
+	return appendStringToSign(dst, req, x, req.URI().PathOriginal(), false)
 }
 
-// appendStringToSign is AppendStringToSign with the path given: the raw path on the
-// server, the path fasthttp will write on the client. decodePath percent-decodes it.
-func appendStringToSign(dst []byte, req *fasthttp.Request, path []byte, decodePath bool) []byte {
+// indexPool serves AppendStringToSign, which has no Scratch to keep an index in.
+var indexPool = sync.Pool{New: func() any { return new(headerIndex) }}
+
+// appendStringToSign is AppendStringToSign with the headers indexed and the path
+// given: the raw path on the server, the path fasthttp will write on the client.
+// decodePath percent-decodes it.
+func appendStringToSign(dst []byte, req *fasthttp.Request, x *headerIndex, path []byte, decodePath bool) []byte {
 	h := &req.Header
 	dst = append(dst, h.Method()...)
 	dst = append(dst, '\n')
-	dst = append(dst, h.Peek(HeaderAccept)...)
+	dst = append(dst, get(x, lowerAccept)...)
 	dst = append(dst, '\n')
-	dst = append(dst, h.Peek(HeaderContentMD5)...)
+	dst = append(dst, get(x, lowerContentMD5)...)
 	dst = append(dst, '\n')
 	dst = append(dst, h.ContentType()...)
 	dst = append(dst, '\n')
-	dst = append(dst, h.Peek(HeaderDate)...)
+	dst = append(dst, get(x, lowerDate)...)
 	dst = append(dst, '\n')
-	dst = appendSignedHeaders(dst, h)
+	dst = appendSignedHeaders(dst, x)
 	return appendPathAndParameters(dst, req, path, decodePath)
 }
 
-// appendSignedHeaders appends "name:value\n" for each name in X-Ca-Signature-Headers.
-func appendSignedHeaders(dst []byte, h *fasthttp.RequestHeader) []byte {
+// appendSignedHeaders appends "name:value\n" for each name in X-Ca-Signature-Headers,
+// names as the client wrote them, looked up ignoring case.
+func appendSignedHeaders(dst []byte, x *headerIndex) []byte {
 	var arr [inlineHeaders][]byte
-	names := splitHeaderList(arr[:0], h.Peek(HeaderSignatureHeaders))
+	names := splitHeaderList(arr[:0], get(x, lowerSignatureHeaders))
 	slices.SortFunc(names, bytes.Compare)
 	for _, name := range names {
 		dst = append(dst, name...)
 		dst = append(dst, ':')
-		// PeekBytes normalizes the name (fasthttp's default), so the lookup ignores
-		// case; it copies the name into the header's own buffer, so list stays intact.
-		dst = append(dst, h.PeekBytes(name)...)
+		dst = append(dst, get(x, name)...)
 		dst = append(dst, '\n')
 	}
 	return dst

@@ -40,6 +40,18 @@ const (
 	HeaderProxySignatureSecretKey = "X-Ca-Proxy-Signature-Secret-Key"
 )
 
+// The lower-cased names the string-to-sign looks up in a headerIndex.
+const (
+	lowerAccept           = "accept"
+	lowerContentMD5       = "content-md5"
+	lowerDate             = "date"
+	lowerSignatureHeaders = "x-ca-signature-headers"
+	lowerSignature        = "x-ca-signature"
+	lowerSignatureMethod  = "x-ca-signature-method"
+	lowerTimestamp        = "x-ca-timestamp"
+	lowerNonce            = "x-ca-nonce"
+)
+
 // DefaultWindow is how far X-Ca-Timestamp may be from the server's clock, and how
 // long a nonce is remembered, unless configured otherwise.
 const DefaultWindow = 15 * time.Minute

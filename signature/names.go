@@ -3,8 +3,6 @@ package signature
 import (
 	"bytes"
 	"slices"
-
-	"github.com/valyala/fasthttp"
 )
 
 // nameSet collects lower-cased header names without allocating once grown: the bytes
@@ -31,20 +29,32 @@ func (ns *nameSet) add(name []byte) {
 	ns.ends = append(ns.ends, len(ns.buf))
 }
 
-// addXCa adds every header of h named X-Ca-*, but for the excluded names.
-func (ns *nameSet) addXCa(h *fasthttp.RequestHeader, exclude ...string) {
-	for k := range h.All() {
-		if !hasPrefixFold(k, "x-ca-") {
+// addXCa adds every indexed header named X-Ca-*. It reports whether none of them is
+// one of the backend signature's own headers, which BackendKey.Sign replaces.
+func (ns *nameSet) addXCa(x *headerIndex) (noProxySignature bool) {
+	noProxySignature = true
+	start := 0
+	for _, end := range x.ends {
+		name := x.names[start:end]
+		start = end
+		if !bytes.HasPrefix(name, lowerXCa) {
 			continue
 		}
-		skip := false
-		for _, e := range exclude {
-			skip = skip || bytes.EqualFold(k, []byte(e))
+		if isProxySignatureHeader(name) {
+			noProxySignature = false
 		}
-		if !skip {
-			ns.add(k)
-		}
+		ns.add(name)
 	}
+	return noProxySignature
+}
+
+var lowerXCa = []byte("x-ca-")
+
+// isProxySignatureHeader reports the backend signature's headers, by lower-cased name.
+func isProxySignatureHeader(name []byte) bool {
+	return len(name) == len(HeaderProxySignature) && equalLower(name, HeaderProxySignature) ||
+		len(name) == len(HeaderProxySignatureHeaders) && equalLower(name, HeaderProxySignatureHeaders) ||
+		len(name) == len(HeaderProxySignatureSecretKey) && equalLower(name, HeaderProxySignatureSecretKey)
 }
 
 // sorted cuts the names, sorts and dedups them, and returns them; ns.list then holds

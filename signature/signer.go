@@ -51,6 +51,7 @@ type signScratch struct {
 	ms    macScratch
 	val   []byte
 	names nameSet
+	hx    headerIndex
 	hn    []string // SignHTTP's names
 	list  []byte
 }
@@ -101,7 +102,8 @@ func (s *Signer) AppendSign(dst []byte, req *fasthttp.Request) []byte {
 	}
 
 	sc.names.reset()
-	sc.names.addXCa(h)
+	sc.hx.build(h)
+	sc.names.addXCa(&sc.hx)
 	for _, k := range s.Headers {
 		sc.names.add([]byte(k))
 	}
@@ -113,7 +115,8 @@ func (s *Signer) AppendSign(dst []byte, req *fasthttp.Request) []byte {
 		path = path[:i]
 	}
 	start := len(dst)
-	dst = appendStringToSign(dst, req, path, false)
+	sc.hx.build(h)
+	dst = appendStringToSign(dst, req, &sc.hx, path, false)
 	h.SetBytesV(HeaderSignature, sc.ms.signature(s.secret, s.Method, dst[start:]))
 	return dst
 }

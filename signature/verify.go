@@ -19,6 +19,8 @@ type Scratch struct {
 	ms  macScratch
 	// names collects BackendKey.Sign's lower-cased header names.
 	names nameSet
+	// hx indexes the request's headers for one Verify or Sign.
+	hx headerIndex
 }
 
 // StringToSign returns the string-to-sign the last Verify or BackendKey.Sign computed
@@ -55,21 +57,22 @@ type Verifier struct {
 // arguments, so it must not run concurrently with other users of req.
 func (v *Verifier) Verify(req *fasthttp.Request, secrets []*Secret, now time.Time, sc *Scratch) error {
 	sc.sts = sc.sts[:0]
-	h := &req.Header
-	m, ok := ParseMethod(h.Peek(HeaderSignatureMethod))
+	x := &sc.hx
+	x.build(&req.Header)
+	m, ok := ParseMethod(get(x, lowerSignatureMethod))
 	if !ok {
 		return ErrInvalidSignatureMethod
 	}
-	if err := checkTimestamp(h.Peek(HeaderTimestamp), now, v.window()); err != nil {
+	if err := checkTimestamp(get(x, lowerTimestamp), now, v.window()); err != nil {
 		return err
 	}
-	if sum := h.Peek(HeaderContentMD5); len(sum) > 0 && !sc.contentMD5Matches(sum, req.Body()) {
+	if sum := get(x, lowerContentMD5); len(sum) > 0 && !sc.contentMD5Matches(sum, req.Body()) {
 		return ErrInvalidContentMD5
 	}
 
 	path := req.URI().PathOriginal()
-	sc.sts = appendStringToSign(sc.sts, req, path, false)
-	sig := h.Peek(HeaderSignature)
+	sc.sts = appendStringToSign(sc.sts, req, x, path, false)
+	sig := get(x, lowerSignature)
 	if len(sig) == 0 {
 		return ErrInvalidSignature
 	}
@@ -78,14 +81,14 @@ func (v *Verifier) Verify(req *fasthttp.Request, secrets []*Secret, now time.Tim
 		if bytes.IndexByte(path, '%') < 0 {
 			return ErrInvalidSignature
 		}
-		sc.alt = appendStringToSign(sc.alt[:0], req, path, true)
+		sc.alt = appendStringToSign(sc.alt[:0], req, x, path, true)
 		if !sc.ms.matches(secrets, m, sc.alt, sig) {
 			return ErrInvalidSignature
 		}
 	}
 
 	if v.Nonces != nil {
-		nonce := h.Peek(HeaderNonce)
+		nonce := get(x, lowerNonce)
 		if len(nonce) == 0 {
 			return ErrInvalidNonce
 		}
