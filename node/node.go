@@ -198,7 +198,7 @@ func Start(cfg Config) (*Node, error) {
 			n.adminLn.Close()
 			return nil, fmt.Errorf("TLS data plane: %w", err)
 		}
-		n.tlsLn = tls.NewListener(ln, &tls.Config{GetCertificate: n.certs.getCertificate, MinVersion: tls.VersionTLS12})
+		n.tlsLn = tls.NewListener(proxy.NewListener(ln), &tls.Config{GetCertificate: n.certs.getCertificate, MinVersion: tls.VersionTLS12})
 	}
 	if err := n.startGossip(); err != nil {
 		n.dataLn.Close()

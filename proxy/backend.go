@@ -580,6 +580,7 @@ func (b *builder) client(scheme, addr, serverName, ca string) (*fasthttp.HostCli
 		// Retrying is safe only before the backend saw the request; fasthttp retries
 		// idempotent requests on a dead keep-alive connection, which is that case.
 		MaxIdemponentCallAttempts: 2,
+		DialTimeout:               dialBackend,
 	}
 	if c.IsTLS {
 		cfg := &tls.Config{ServerName: serverName, MinVersion: tls.VersionTLS12}

@@ -98,6 +98,7 @@ func BenchmarkCannedBackend(b *testing.B) {
 	}
 	p.Update(st.s)
 	for _, c := range p.clients {
+		c.DialTimeout = nil
 		c.Dial = func(string) (net.Conn, error) { return &cannedConn{resp: cannedResponse}, nil }
 	}
 	sg := signature.NewSigner("204000001", "bench-secret")
