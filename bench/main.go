@@ -238,13 +238,13 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 
 // measure runs one segment against t, with CPU seconds of the target's
 // processes and of the backend over the measured part.
-func measure(ctx context.Context, l *lab, t *target, sc *scenario, o options, progress func(time.Duration, int64)) (res loadResult, cpu, backendCPU float64, err error) {
-	var c0, b0 float64
+func measure(ctx context.Context, l *lab, t *target, sc *scenario, o options, progress func(time.Duration, int64)) (res loadResult, cpu, backendCPU cpuTimes, err error) {
+	var c0, b0 cpuTimes
 	res, err = runLoad(ctx, loadSpec{
 		addrs: t.addrs, conns: o.Conns, warmup: o.Warmup, duration: o.Duration,
 		build:    func(conn int) buildFunc { return sc.newBuilder(l.env, conn) },
 		onStart:  func() { c0, b0 = treeCPU(t.pids()...), treeCPU(l.backend.pid()) },
-		onEnd:    func() { cpu, backendCPU = treeCPU(t.pids()...)-c0, treeCPU(l.backend.pid())-b0 },
+		onEnd:    func() { cpu, backendCPU = treeCPU(t.pids()...).sub(c0), treeCPU(l.backend.pid()).sub(b0) },
 		progress: progress,
 	}, sc.body)
 	if res.hist == nil {

@@ -179,10 +179,11 @@ const clockTicks = 100
 
 // procStat is the part of /proc/PID/stat the bench reads.
 type procStat struct {
-	ppid        int
-	utime       uint64 // ticks
-	stime       uint64
-	cutimeStime uint64 // cutime + cstime: children already waited for
+	ppid   int
+	utime  uint64 // ticks
+	stime  uint64
+	cutime uint64 // children already waited for
+	cstime uint64
 }
 
 func readStat(pid int) (procStat, error) {
@@ -202,13 +203,18 @@ func readStat(pid int) (procStat, error) {
 	}
 	n := func(k int) uint64 { v, _ := strconv.ParseUint(f[k-3], 10, 64); return v }
 	ppid, _ := strconv.Atoi(f[1])
-	return procStat{ppid: ppid, utime: n(14), stime: n(15), cutimeStime: n(16) + n(17)}, nil
+	return procStat{ppid: ppid, utime: n(14), stime: n(15), cutime: n(16), cstime: n(17)}, nil
 }
+
+// cpuTimes are CPU seconds, in all and in the kernel.
+type cpuTimes struct{ total, sys float64 }
+
+func (a cpuTimes) sub(b cpuTimes) cpuTimes { return cpuTimes{a.total - b.total, a.sys - b.sys} }
 
 // treeCPU returns the CPU seconds (user + system) used so far by the
 // processes rooted at roots and all their live descendants, plus the children
 // they have reaped.
-func treeCPU(roots ...int) float64 {
+func treeCPU(roots ...int) cpuTimes {
 	want := map[int]bool{}
 	for _, r := range roots {
 		if r > 0 {
@@ -216,7 +222,7 @@ func treeCPU(roots ...int) float64 {
 		}
 	}
 	if len(want) == 0 {
-		return 0
+		return cpuTimes{}
 	}
 	stats := map[int]procStat{}
 	ents, _ := os.ReadDir("/proc")
@@ -242,12 +248,13 @@ func treeCPU(roots ...int) float64 {
 			break
 		}
 	}
-	var ticks uint64
+	var ticks, sys uint64
 	for pid := range want {
 		st := stats[pid]
-		ticks += st.utime + st.stime + st.cutimeStime
+		ticks += st.utime + st.stime + st.cutime + st.cstime
+		sys += st.stime + st.cstime
 	}
-	return float64(ticks) / clockTicks
+	return cpuTimes{float64(ticks) / clockTicks, float64(sys) / clockTicks}
 }
 
 // repoRoot finds the directory holding this module's go.mod, walking up from

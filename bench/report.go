@@ -53,30 +53,33 @@ type scenarioInfo struct {
 // row is one scenario × target, summed over the rounds. Latencies are in
 // milliseconds, CPU in seconds.
 type row struct {
-	Scenario       string    `json:"scenario"`
-	Target         string    `json:"target"`
-	Skipped        string    `json:"skipped,omitempty"`
-	Requests       int64     `json:"requests"`
-	Seconds        float64   `json:"seconds"`
-	RPS            float64   `json:"rps"`
-	RoundRPS       []float64 `json:"roundRps"`
-	Spread         float64   `json:"spreadPct"` // (max − min) / mean of RoundRPS, %
-	P50            float64   `json:"p50ms"`
-	P99            float64   `json:"p99ms"`
-	P999           float64   `json:"p999ms"`
-	Max            float64   `json:"maxms"`
-	RatioDirect    float64   `json:"ratioToDirect,omitempty"`
-	RatioNginx     float64   `json:"ratioToNginx,omitempty"`
-	P99OverNginx   float64   `json:"p99OverNginxMs,omitempty"`
-	CPUSeconds     float64   `json:"cpuSeconds"`
-	CPUPer10k      float64   `json:"cpuSecondsPer10k"`
-	CPURatioNginx  float64   `json:"cpuRatioToNginx,omitempty"`
-	BackendCPU10k  float64   `json:"backendCpuSecondsPer10k"`
-	Errors         int64     `json:"transportErrors"`
-	BadStatus      int64     `json:"non200"`
-	BadBody        int64     `json:"badBody"`
+	Scenario      string    `json:"scenario"`
+	Target        string    `json:"target"`
+	Skipped       string    `json:"skipped,omitempty"`
+	Requests      int64     `json:"requests"`
+	Seconds       float64   `json:"seconds"`
+	RPS           float64   `json:"rps"`
+	RoundRPS      []float64 `json:"roundRps"`
+	Spread        float64   `json:"spreadPct"` // (max − min) / mean of RoundRPS, %
+	P50           float64   `json:"p50ms"`
+	P99           float64   `json:"p99ms"`
+	P999          float64   `json:"p999ms"`
+	Max           float64   `json:"maxms"`
+	RatioDirect   float64   `json:"ratioToDirect,omitempty"`
+	RatioNginx    float64   `json:"ratioToNginx,omitempty"`
+	P99OverNginx  float64   `json:"p99OverNginxMs,omitempty"`
+	CPUSeconds    float64   `json:"cpuSeconds"`
+	CPUPer10k     float64   `json:"cpuSecondsPer10k"`
+	CPURatioNginx float64   `json:"cpuRatioToNginx,omitempty"`
+	BackendCPU10k float64   `json:"backendCpuSecondsPer10k"`
+	// KernelShare is the percentage of the target's CPU spent in the kernel.
+	KernelShare    float64 `json:"kernelSharePercent"`
+	Errors         int64   `json:"transportErrors"`
+	BadStatus      int64   `json:"non200"`
+	BadBody        int64   `json:"badBody"`
 	hist           *hdrhistogram.Histogram
 	backendCPUSecs float64
+	sysSeconds     float64
 }
 
 func newReport(o options, scs []scenario) *report {
@@ -122,7 +125,7 @@ func (r *report) row(sc, t string) *row {
 func (r *report) skip(sc, t, why string) { r.row(sc, t).Skipped = why }
 
 // add folds one segment into its row.
-func (r *report) add(sc, t string, res loadResult, cpu, backendCPU float64) {
+func (r *report) add(sc, t string, res loadResult, cpu, backendCPU cpuTimes) {
 	x := r.row(sc, t)
 	x.Requests += res.Requests
 	x.Seconds += res.Seconds
@@ -132,8 +135,9 @@ func (r *report) add(sc, t string, res loadResult, cpu, backendCPU float64) {
 	x.Errors += res.Errors
 	x.BadStatus += res.BadCode
 	x.BadBody += res.BadBody
-	x.CPUSeconds += cpu
-	x.backendCPUSecs += backendCPU
+	x.CPUSeconds += cpu.total
+	x.sysSeconds += cpu.sys
+	x.backendCPUSecs += backendCPU.total
 	if res.hist != nil {
 		x.hist.Merge(res.hist)
 	}
@@ -156,6 +160,9 @@ func (r *report) finish() {
 		if x.Requests > 0 {
 			x.CPUPer10k = round(x.CPUSeconds/float64(x.Requests)*1e4, 4)
 			x.BackendCPU10k = round(x.backendCPUSecs/float64(x.Requests)*1e4, 4)
+		}
+		if x.CPUSeconds > 0 {
+			x.KernelShare = round(x.sysSeconds/x.CPUSeconds*100, 1)
 		}
 		x.CPUSeconds = round(x.CPUSeconds, 2)
 		if len(x.RoundRPS) > 1 && x.RPS > 0 {
@@ -195,21 +202,21 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "\n`%s` — %s, %d CPUs, %s, %s; %d conns, %d rounds × %v per target (+%v warm-up); load average at start %s\n\n",
 		r.Command, r.Host.CPU, r.Host.CPUs, r.Host.Go, orDash(r.Host.Nginx), r.Options.Conns, r.Options.Rounds,
 		r.Options.Duration, r.Options.Warmup, r.Host.LoadAvg)
-	b.WriteString("| scenario | target | req/s | ± rounds | p50 ms | p99 ms | p99.9 ms | ×direct | ×nginx | p99 − nginx ms | CPU s/10k req | CPU ×nginx | errors |\n")
-	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| scenario | target | req/s | ± rounds | p50 ms | p99 ms | p99.9 ms | ×direct | ×nginx | p99 − nginx ms | CPU s/10k req | CPU ×nginx | kernel % | errors |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, x := range r.Rows {
 		if x.Skipped != "" || x.Requests == 0 {
 			why := x.Skipped
 			if why == "" {
 				why = "no answers"
 			}
-			fmt.Fprintf(&b, "| %s | %s | skipped: %s | | | | | | | | | | |\n", x.Scenario, x.Target, mdEscape(why))
+			fmt.Fprintf(&b, "| %s | %s | skipped: %s | | | | | | | | | | | |\n", x.Scenario, x.Target, mdEscape(why))
 			continue
 		}
-		fmt.Fprintf(&b, "| %s | %s | %.0f | %s | %.2f | %.2f | %.2f | %s | %s | %s | %.3f | %s | %d |\n",
+		fmt.Fprintf(&b, "| %s | %s | %.0f | %s | %.2f | %.2f | %.2f | %s | %s | %s | %.3f | %s | %.0f | %d |\n",
 			x.Scenario, x.Target, x.RPS, spread(x), x.P50, x.P99, x.P999,
 			ratio(x.RatioDirect), ratio(x.RatioNginx), signed(x.P99OverNginx, x.RatioNginx > 0),
-			x.CPUPer10k, ratio(x.CPURatioNginx), x.Errors+x.BadStatus+x.BadBody)
+			x.CPUPer10k, ratio(x.CPURatioNginx), x.KernelShare, x.Errors+x.BadStatus+x.BadBody)
 	}
 	if len(r.Notes) > 0 {
 		b.WriteString("\n")
