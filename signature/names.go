@@ -33,11 +33,8 @@ func (ns *nameSet) add(name []byte) {
 // one of the backend signature's own headers, which BackendKey.Sign replaces.
 func (ns *nameSet) addXCa(x *headerIndex) (noProxySignature bool) {
 	noProxySignature = true
-	start := 0
-	for _, end := range x.ends {
-		name := x.names[start:end]
-		start = end
-		if !bytes.HasPrefix(name, lowerXCa) {
+	for _, name := range x.keys {
+		if len(name) < len(lowerXCa) || !equalFold(name[:len(lowerXCa)], lowerXCa) {
 			continue
 		}
 		if isProxySignatureHeader(name) {
@@ -48,13 +45,13 @@ func (ns *nameSet) addXCa(x *headerIndex) (noProxySignature bool) {
 	return noProxySignature
 }
 
-var lowerXCa = []byte("x-ca-")
+const lowerXCa = "x-ca-"
 
-// isProxySignatureHeader reports the backend signature's headers, by lower-cased name.
+// isProxySignatureHeader reports the backend signature's headers, in any case.
 func isProxySignatureHeader(name []byte) bool {
-	return len(name) == len(HeaderProxySignature) && equalLower(name, HeaderProxySignature) ||
-		len(name) == len(HeaderProxySignatureHeaders) && equalLower(name, HeaderProxySignatureHeaders) ||
-		len(name) == len(HeaderProxySignatureSecretKey) && equalLower(name, HeaderProxySignatureSecretKey)
+	return len(name) == len(HeaderProxySignature) && equalFold(name, HeaderProxySignature) ||
+		len(name) == len(HeaderProxySignatureHeaders) && equalFold(name, HeaderProxySignatureHeaders) ||
+		len(name) == len(HeaderProxySignatureSecretKey) && equalFold(name, HeaderProxySignatureSecretKey)
 }
 
 // sorted cuts the names, sorts and dedups them, and returns them; ns.list then holds
