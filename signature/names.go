@@ -20,11 +20,11 @@ func (ns *nameSet) reset() {
 }
 
 func (ns *nameSet) add(name []byte) {
-	for _, c := range name {
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		ns.buf = append(ns.buf, c)
+	start := len(ns.buf)
+	ns.buf = append(ns.buf, name...)
+	low := ns.buf[start:]
+	for i, c := range low {
+		low[i] = lowerTable[c]
 	}
 	ns.ends = append(ns.ends, len(ns.buf))
 }
