@@ -49,21 +49,23 @@ var standardPrefixes = [...]string{
 
 // StandardHeader reports whether a header (any case) passes to the backend of an API
 // that declares parameters without declaring it. It does not allocate.
+//
+// The prefixes are tried first: they are a few byte comparisons, and on a signed call
+// most headers are X-Ca-*, which the map would miss.
 func StandardHeader(name []byte) bool {
-	var buf [32]byte
-	if len(name) <= len(buf) {
-		low := buf[:len(name)]
-		for i, c := range name {
-			low[i] = lower(c)
-		}
-		if _, ok := standardHeaders[string(low)]; ok {
-			return true
-		}
-	}
 	for _, p := range standardPrefixes {
 		if len(name) > len(p) && bytesEqualFold(name[:len(p)], p) {
 			return true
 		}
 	}
-	return false
+	var buf [32]byte
+	if len(name) > len(buf) {
+		return false
+	}
+	low := buf[:len(name)]
+	for i, c := range name {
+		low[i] = lower(c)
+	}
+	_, ok := standardHeaders[string(low)]
+	return ok
 }
