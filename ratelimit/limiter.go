@@ -59,6 +59,12 @@ type Limiter struct {
 	stop, done           chan struct{}
 	lastSweep            time.Time
 	out                  []byte // flusher-only send buffer
+
+	// A node alone with nothing to flush lets its loop sleep (see loop). idle says it
+	// sleeps; markDirty pushes onto dirty then loads idle, the loop stores idle then
+	// loads dirty, so a counter marked meanwhile is never left waiting.
+	idle      atomic.Bool
+	wakeLoopC chan struct{}
 }
 
 const numShards = 256
@@ -147,7 +153,7 @@ func New(cfg Config) (*Limiter, error) {
 	if cfg.FlushInterval <= 0 {
 		cfg.FlushInterval = 5 * time.Millisecond
 	}
-	l := &Limiter{cfg: cfg, stop: make(chan struct{}), done: make(chan struct{}), peers: map[string]*peerState{},
+	l := &Limiter{cfg: cfg, stop: make(chan struct{}), done: make(chan struct{}), wakeLoopC: make(chan struct{}, 1), peers: map[string]*peerState{},
 		held: map[*Counter]*holdState{}}
 	noLive := map[uint64]bool{}
 	l.liveIDs.Store(&noLive)
@@ -491,23 +497,63 @@ func (l *Limiter) markDirty(c *Counter) {
 		h := l.dirty.Load()
 		c.next.Store(h)
 		if l.dirty.CompareAndSwap(h, c) {
-			return
+			break
+		}
+	}
+	l.wakeLoop()
+}
+
+// wakeLoop wakes the flush loop if it sleeps.
+func (l *Limiter) wakeLoop() {
+	if l.idle.Load() {
+		select {
+		case l.wakeLoopC <- struct{}{}:
+		default:
 		}
 	}
 }
 
+// limiterIdleFlush is how often a sleeping loop still flushes: membership (a peer
+// that joined), expiry of old keys and metrics keep going, slowly.
+const limiterIdleFlush = 100 * time.Millisecond
+
+// loop flushes every FlushInterval. A node alone in its cluster with no counter to
+// look at and no budget held has nothing a flush would do but upkeep, so the loop
+// sleeps until a counter is marked, a message arrives, or limiterIdleFlush passes:
+// an idle node does not wake a thousand times a second. In a cluster it never
+// sleeps, since every batch carries acknowledgements the peers wait for.
 func (l *Limiter) loop() {
 	defer close(l.done)
 	t := time.NewTicker(l.cfg.FlushInterval)
 	defer t.Stop()
+	idle := time.NewTimer(limiterIdleFlush)
+	idle.Stop()
 	for {
 		select {
 		case <-l.stop:
 			l.flush()
 			return
 		case <-t.C:
-			l.flush()
 		}
+		if l.flush() {
+			continue
+		}
+		l.idle.Store(true)
+		if l.dirty.Load() == nil {
+			t.Stop()
+			idle.Reset(limiterIdleFlush)
+			select {
+			case <-l.stop:
+				l.idle.Store(false)
+				l.flush()
+				return
+			case <-l.wakeLoopC:
+			case <-idle.C:
+			}
+			idle.Stop()
+			t.Reset(l.cfg.FlushInterval)
+		}
+		l.idle.Store(false)
 	}
 }
 
@@ -549,7 +595,9 @@ const maxPacket = 1150
 
 // flush sends the counts that changed since the last flush, refills spent budgets,
 // updates metrics, and now and then expires old keys. It runs on the flush loop only.
-func (l *Limiter) flush() {
+// It reports whether the next flush may have work: a peer to talk to, a counter it
+// looked at, or a budget held.
+func (l *Limiter) flush() (busy bool) {
 	tick := l.tick.Add(1)
 	l.refreshMembers()
 	minAck := l.minAck.Load()
@@ -630,6 +678,7 @@ func (l *Limiter) flush() {
 		l.lastSweep = now
 		l.sweep(now)
 	}
+	return head != nil || len(retry) > 0 || len(l.held) > 0 || l.liveN.Load() > 1
 }
 
 func (l *Limiter) send(b []byte) {
@@ -796,6 +845,7 @@ func (l *Limiter) onMsg(b []byte) {
 	if from == l.nodeID {
 		return
 	}
+	l.wakeLoop() // a peer: our acknowledgements must go out
 	name, b, ok := readString(b[9:])
 	if !ok {
 		return

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -57,6 +58,14 @@ type NonceStore struct {
 
 	startOnce, closeOnce sync.Once
 	stop, done           chan struct{}
+
+	// The flush loop sleeps while there is nothing to send (an idle node would
+	// otherwise wake a thousand times a second). dirty says something may need
+	// sending since the last flush; idle that the loop is asleep, to be woken on wake.
+	// Use stores dirty then loads idle, the loop stores idle then loads dirty: one of
+	// them sees the other, so no nonce waits for the idle timeout.
+	dirty, idle atomic.Bool
+	wake        chan struct{}
 }
 
 const (
@@ -117,7 +126,7 @@ func NewNonceStore(cfg NonceConfig) (*NonceStore, error) {
 		cfg.Clock = time.Now
 	}
 	s := &NonceStore{cfg: cfg, perCap: (cfg.MaxEntries + nonceShards - 1) / nonceShards,
-		stop: make(chan struct{}), done: make(chan struct{}),
+		stop: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1),
 		acked: map[string]int64{}, recv: map[string]*recvState{}}
 	var rb [8]byte
 	_, _ = rand.Read(rb[:])
@@ -176,6 +185,9 @@ func (s *NonceStore) Use(nonce []byte, now time.Time) (fresh bool) {
 		sh.refused++
 	}
 	sh.mu.Unlock()
+	if fresh {
+		s.markDirty()
+	}
 	return fresh
 }
 
@@ -267,25 +279,67 @@ func (s *NonceStore) Close() {
 	})
 }
 
+// markDirty tells the flush loop there is something to send, waking it if it sleeps.
+// Cheap when repeated: a load of a flag that changes once per flush.
+func (s *NonceStore) markDirty() {
+	if !s.dirty.Load() {
+		s.dirty.Store(true)
+	}
+	if s.idle.Load() {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// nonceIdleFlush is how often an idle store's loop still runs (there is nothing to
+// send, but a dropped packet's resend waits for it too).
+const nonceIdleFlush = 100 * time.Millisecond
+
 func (s *NonceStore) loop() {
 	defer close(s.done)
 	t := time.NewTicker(s.cfg.FlushInterval)
 	defer t.Stop()
+	idle := time.NewTimer(nonceIdleFlush)
+	idle.Stop()
 	for {
 		select {
 		case <-s.stop:
 			s.flush()
 			return
 		case <-t.C:
-			s.flush()
 		}
+		if s.flush() {
+			continue
+		}
+		// Nothing was pending: sleep until a nonce is used or a message arrives.
+		s.idle.Store(true)
+		if !s.dirty.Load() {
+			t.Stop()
+			idle.Reset(nonceIdleFlush)
+			select {
+			case <-s.stop:
+				s.idle.Store(false)
+				s.flush()
+				return
+			case <-s.wake:
+			case <-idle.C:
+			}
+			idle.Stop()
+			t.Reset(s.cfg.FlushInterval)
+		}
+		s.idle.Store(false)
 	}
 }
 
 // flush sends what was used since the last flush as a new batch, sends again the
 // batches some live member has not acknowledged after resendAfter, and drops those
 // every live member has. Batches are split to fit a packet.
-func (s *NonceStore) flush() {
+//
+// It reports whether there was anything to do: then the loop keeps its pace.
+func (s *NonceStore) flush() (busy bool) {
+	s.dirty.Store(false)
 	var fresh []byte
 	for i := range s.shards {
 		sh := &s.shards[i]
@@ -297,7 +351,7 @@ func (s *NonceStore) flush() {
 		sh.mu.Unlock()
 	}
 	if s.cfg.Transport == nil {
-		return
+		return len(fresh) > 0
 	}
 	now := time.Now()
 	const per = (maxPacket - 200) / digestLen * digestLen // room for the header
@@ -344,6 +398,7 @@ func (s *NonceStore) flush() {
 	if !sent && ackNew {
 		s.send(0, nil) // acknowledgements only
 	}
+	return len(fresh) > 0 || len(s.unacked) > 0 || sent || ackNew
 }
 
 // send writes one message: version, name, incarnation, sequence (0: none), the
@@ -436,6 +491,7 @@ func (s *NonceStore) onMsg(b []byte) {
 		}
 	}
 	s.ackNew = true
+	s.markDirty() // the acknowledgement goes out with the next flush
 }
 
 func (s *NonceStore) remember(d digest, exp, now int64) {
