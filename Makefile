@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: all build test test-unit test-e2e vet bench bench-quick fuzz clean
+.PHONY: all build test test-unit test-alloc test-e2e vet bench bench-quick fuzz clean
 
 all: build
 
@@ -10,8 +10,10 @@ build:
 	$(GO) build -o bin/tollgate ./cmd/tollgate
 
 # Every test: unit, in-process cluster and end-to-end tests (real `tollgate node`
-# processes, in cmd/tollgate) under the race detector, then short fuzz runs.
-test: vet test-unit fuzz
+# processes, in cmd/tollgate) under the race detector, the zero-allocation tests
+# (which the race detector's own allocations hide, hence `//go:build !race`), then
+# short fuzz runs.
+test: vet test-unit test-alloc fuzz
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -20,6 +22,9 @@ vet:
 
 test-unit:
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+test-alloc:
+	$(GO) test -count=1 -run 'Alloc' ./proxy/ ./signature/ ./param/ ./ratelimit/ ./access/
 
 test-e2e:
 	$(GO) test -race -count=1 -timeout 15m ./cmd/tollgate/
