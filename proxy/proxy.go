@@ -35,9 +35,7 @@ type Config struct {
 	// MaxBackendConns caps connections per backend address. Default 1024.
 	MaxBackendConns int
 	// ReadTimeout, WriteTimeout and IdleTimeout bound client connections. Defaults 60s,
-	// 60s, and IdleTimeout the same as ReadTimeout: with one value for the wait between
-	// requests and the read of one, the connection's read deadline need not move
-	// twice per request (see fastConn).
+	// 60s and 120s.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	// Registerer receives the data plane's metrics; nil records none.
 	Registerer prometheus.Registerer
@@ -129,7 +127,7 @@ func New(cfg Config) (*Proxy, error) {
 		cfg.WriteTimeout = 60 * time.Second
 	}
 	if cfg.IdleTimeout <= 0 {
-		cfg.IdleTimeout = cfg.ReadTimeout
+		cfg.IdleTimeout = 120 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -228,11 +226,11 @@ func (p *Proxy) newBuilder() *builder {
 func (p *Proxy) Index() uint64 { return p.table.Load().index }
 
 // Serve accepts connections on ln and serves them until Shutdown; it blocks and returns
-// nil after a Shutdown, or the listener's error. TCP connections are served through a
-// wrapper that moves their deadline timers less often (conn.go); for TLS,
-// build the TLS listener over NewListener(ln) to have the same.
+// nil after a Shutdown, or the listener's error. For TLS, build the TLS listener over
+// NewListener(ln): its connections then move their deadline timers less often (see
+// fastConn, and why plain TCP connections are served unwrapped).
 func (p *Proxy) Serve(ln net.Listener) error {
-	err := p.server.Serve(NewListener(ln))
+	err := p.server.Serve(ln)
 	if errors.Is(err, net.ErrClosed) {
 		return nil
 	}
