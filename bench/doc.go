@@ -33,7 +33,8 @@
 // histograms for -duration; rounds alternate between targets (rotating their
 // order) so that the machine's drift cancels in the ratios. CPU time of the
 // target's processes (and of their children, such as nginx workers) is read from
-// /proc before and after each segment.
+// /proc before and after each segment, user and system apart: the "kernel %"
+// column is the system share, what no change to the pipeline's own code can cut.
 //
 // Output: a progress line on stderr, a markdown table on stdout, and under
 // bench/results/ a timestamped JSON file, latest.json, latest.md and latest.svg.
