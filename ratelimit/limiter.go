@@ -518,7 +518,7 @@ func (l *Limiter) wakeLoop() {
 const limiterIdleFlush = 100 * time.Millisecond
 
 // loop flushes every FlushInterval. A node alone in its cluster with no counter to
-// look at and no budget held has nothing a flush would do but upkeep, so the loop
+// look at has nothing a flush would do but upkeep, so the loop
 // sleeps until a counter is marked, a message arrives, or limiterIdleFlush passes:
 // an idle node does not wake a thousand times a second. In a cluster it never
 // sleeps, since every batch carries acknowledgements the peers wait for.
@@ -595,8 +595,8 @@ const maxPacket = 1150
 
 // flush sends the counts that changed since the last flush, refills spent budgets,
 // updates metrics, and now and then expires old keys. It runs on the flush loop only.
-// It reports whether the next flush may have work: a peer to talk to, a counter it
-// looked at, or a budget held.
+// It reports whether the next flush may have work: a peer to talk to, or a counter it
+// looked at.
 func (l *Limiter) flush() (busy bool) {
 	tick := l.tick.Add(1)
 	l.refreshMembers()
@@ -678,7 +678,9 @@ func (l *Limiter) flush() (busy bool) {
 		l.lastSweep = now
 		l.sweep(now)
 	}
-	return head != nil || len(retry) > 0 || len(l.held) > 0 || l.liveN.Load() > 1
+	// Held budgets matter only to peers that may starve; alone, the slow idle
+	// flushes still clear them when their windows end.
+	return head != nil || len(retry) > 0 || l.liveN.Load() > 1
 }
 
 func (l *Limiter) send(b []byte) {
