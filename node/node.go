@@ -49,8 +49,9 @@ type Config struct {
 	// subdomain (custom domains are not capped); 0 leaves it uncapped.
 	SubdomainDailyLimit int64
 	// NonceCapacity is how many used nonces the node remembers over the signature
-	// window (default 4,000,000, about 300 MB): the most signed calls a node can take
-	// per window. Beyond it, signed calls are refused until old nonces expire.
+	// window (default 4,000,000, rounded up by the store to 6.3M in 168 MB): the most
+	// signed calls a node can take per window. Beyond it, signed calls are refused
+	// until old nonces expire.
 	NonceCapacity int
 	// TrustedProxies lists proxies (CIDRs or addresses) whose X-Forwarded-For names the
 	// client; empty trusts nobody.

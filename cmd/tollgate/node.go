@@ -78,7 +78,7 @@ DATA/admin-token. SIGTERM or SIGINT drains the node and stops it cleanly.`,
 	f.StringVar(&cfg.NodeID, "node-id", cfg.NodeID, "node id (default: stored in the data dir, or generated)")
 	f.StringVar(&join, "join", "", "gossip address(es) of cluster members to join, comma-separated")
 	f.IntVar(&cfg.MaxBodySize, "max-body", cfg.MaxBodySize, "largest request body the data plane accepts, in bytes")
-	f.IntVar(&cfg.NonceCapacity, "nonce-capacity", 0, "used nonces remembered over the 15-minute signature window (default 4000000, about 300 MB): a node takes at most this many signed calls per window, 4,400 a second sustained at the default; beyond it signed calls are refused (A400NU) until old nonces expire")
+	f.IntVar(&cfg.NonceCapacity, "nonce-capacity", 0, "used nonces remembered over the 15-minute signature window (default 4000000, rounded up to 6.3M in 168 MB, about 27 bytes each): a node takes at most this many signed calls per window, 7,000 a second sustained at the default; beyond it signed calls are refused (A400NU) until old nonces expire")
 	f.Int64Var(&cfg.SubdomainDailyLimit, "subdomain-daily-limit", cfg.SubdomainDailyLimit, "calls a day each group takes on its default subdomain <group>.<base-domain> (custom domains are not capped); 0: no cap")
 	f.StringSliceVar(&cfg.TrustedProxies, "trusted-proxies", nil, "proxies (CIDRs or addresses) whose X-Forwarded-For names the client, comma-separated")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
