@@ -25,6 +25,9 @@ type nonceSlot struct {
 // laps the table faster than inserts fill it.
 const nonceSweepPerInsert = 2
 
+// nonceSweepWhenFull is how many slots a use sweeps when the table is at its cap.
+const nonceSweepWhenFull = 64
+
 // minNonceSlots is a table's first size; it doubles from there up to the shard's cap.
 const minNonceSlots = 1024
 
@@ -61,7 +64,10 @@ func (t *nonceTable) use(d *digest, exp, now uint32, maxSlots int) (fresh, full 
 		if len(t.slots)*2 <= maxSlots {
 			t.resize(max(minNonceSlots, len(t.slots)*2))
 		} else {
-			t.sweep(now, len(t.slots)) // full: make room if anything expired
+			// Full: sweep a bounded stretch for expired slots. A whole-table sweep on
+			// every refused call would make a full store a CPU cliff, exactly when
+			// it is overloaded; expired slots are found over the next calls instead.
+			t.sweep(now, nonceSweepWhenFull)
 			if (t.n+1)*4 > len(t.slots)*3 {
 				return false, true
 			}
