@@ -4,7 +4,16 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 	"testing"
+	"unsafe"
 )
+
+// TestNonceShardSize: shards are locked by different cores at once; each fills two
+// cache lines of its own.
+func TestNonceShardSize(t *testing.T) {
+	if n := unsafe.Sizeof(nonceShard{}); n != 128 {
+		t.Fatalf("a nonce shard is %d bytes, want 128: adjust its padding", n)
+	}
+}
 
 // TestNonceTableAgainstAMap drives a table and a plain map with the same uses, over a
 // small key space (so keys repeat and expire) and a clock that moves on, with a tiny
