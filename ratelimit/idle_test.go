@@ -28,17 +28,17 @@ func TestLimiterLoopSleepsWhenIdleAndWakesOnUse(t *testing.T) {
 	}
 	l.Start()
 	defer l.Close()
-	if !waitFor(2*time.Second, l.idle.Load) {
+	if !waitFor(2*time.Second, l.pace.idle.Load) {
 		t.Fatal("the loop of an idle, lone limiter never went to sleep")
 	}
 	c := l.HandleScoped("p", DimAPI, "weather", "", false)
 	if ok, _ := l.Allow(c, time.Now()); !ok {
 		t.Fatal("the first call was refused")
 	}
-	if !waitFor(limiterIdleFlush/2, func() bool { return l.dirty.Load() == nil }) {
-		t.Fatalf("the counter the call marked was not flushed within %v: the loop did not wake", limiterIdleFlush/2)
+	if !waitFor(idleFlush/2, func() bool { return l.dirty.Load() == nil }) {
+		t.Fatalf("the counter the call marked was not flushed within %v: the loop did not wake", idleFlush/2)
 	}
-	if !waitFor(2*time.Second, l.idle.Load) {
+	if !waitFor(2*time.Second, l.pace.idle.Load) {
 		t.Fatal("the loop did not go back to sleep")
 	}
 	admitted := 1
@@ -64,7 +64,7 @@ func TestNonceLoopSleepsWhenIdleAndWakesOnUse(t *testing.T) {
 	}
 	s.Start()
 	defer s.Close()
-	if !waitFor(2*time.Second, s.idle.Load) {
+	if !waitFor(2*time.Second, s.pace.idle.Load) {
 		t.Fatal("the loop of an idle store never went to sleep")
 	}
 	if !s.Use([]byte("n-1"), time.Now()) {
@@ -72,10 +72,10 @@ func TestNonceLoopSleepsWhenIdleAndWakesOnUse(t *testing.T) {
 	}
 	// The wake-up ends the sleep: dirty is cleared by the flush it triggers well
 	// before the idle interval would have passed.
-	if !waitFor(nonceIdleFlush/2, func() bool { return !s.dirty.Load() }) {
-		t.Fatalf("the used nonce was not flushed within %v of waking the loop", nonceIdleFlush/2)
+	if !waitFor(idleFlush/2, func() bool { return !s.dirty.Load() }) {
+		t.Fatalf("the used nonce was not flushed within %v of waking the loop", idleFlush/2)
 	}
-	if !waitFor(2*time.Second, s.idle.Load) {
+	if !waitFor(2*time.Second, s.pace.idle.Load) {
 		t.Fatal("the loop did not go back to sleep")
 	}
 	if s.Use([]byte("n-1"), time.Now()) {

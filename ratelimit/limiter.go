@@ -60,11 +60,9 @@ type Limiter struct {
 	lastSweep            time.Time
 	out                  []byte // flusher-only send buffer
 
-	// A node alone with nothing to flush lets its loop sleep (see loop). idle says it
-	// sleeps; markDirty pushes onto dirty then loads idle, the loop stores idle then
-	// loads dirty, so a counter marked meanwhile is never left waiting.
-	idle      atomic.Bool
-	wakeLoopC chan struct{}
+	// pace lets the flush loop sleep while a lone node has nothing to flush;
+	// markDirty pushes onto dirty, then pokes it.
+	pace flushLoop
 }
 
 const numShards = 256
@@ -153,7 +151,7 @@ func New(cfg Config) (*Limiter, error) {
 	if cfg.FlushInterval <= 0 {
 		cfg.FlushInterval = 5 * time.Millisecond
 	}
-	l := &Limiter{cfg: cfg, stop: make(chan struct{}), done: make(chan struct{}), wakeLoopC: make(chan struct{}, 1), peers: map[string]*peerState{},
+	l := &Limiter{cfg: cfg, stop: make(chan struct{}), done: make(chan struct{}), pace: newFlushLoop(), peers: map[string]*peerState{},
 		held: map[*Counter]*holdState{}}
 	noLive := map[uint64]bool{}
 	l.liveIDs.Store(&noLive)
@@ -500,61 +498,16 @@ func (l *Limiter) markDirty(c *Counter) {
 			break
 		}
 	}
-	l.wakeLoop()
+	l.pace.poke()
 }
 
-// wakeLoop wakes the flush loop if it sleeps.
-func (l *Limiter) wakeLoop() {
-	if l.idle.Load() {
-		select {
-		case l.wakeLoopC <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// limiterIdleFlush is how often a sleeping loop still flushes: membership (a peer
-// that joined), expiry of old keys and metrics keep going, slowly.
-const limiterIdleFlush = 100 * time.Millisecond
-
-// loop flushes every FlushInterval. A node alone in its cluster with no counter to
-// look at has nothing a flush would do but upkeep, so the loop
-// sleeps until a counter is marked, a message arrives, or limiterIdleFlush passes:
-// an idle node does not wake a thousand times a second. In a cluster it never
-// sleeps, since every batch carries acknowledgements the peers wait for.
+// loop flushes every FlushInterval (see flushLoop). A node alone in its cluster with
+// no counter to look at has nothing a flush would do but upkeep, so its loop sleeps;
+// in a cluster it never does, since every batch carries acknowledgements the peers
+// wait for.
 func (l *Limiter) loop() {
 	defer close(l.done)
-	t := time.NewTicker(l.cfg.FlushInterval)
-	defer t.Stop()
-	idle := time.NewTimer(limiterIdleFlush)
-	idle.Stop()
-	for {
-		select {
-		case <-l.stop:
-			l.flush()
-			return
-		case <-t.C:
-		}
-		if l.flush() {
-			continue
-		}
-		l.idle.Store(true)
-		if l.dirty.Load() == nil {
-			t.Stop()
-			idle.Reset(limiterIdleFlush)
-			select {
-			case <-l.stop:
-				l.idle.Store(false)
-				l.flush()
-				return
-			case <-l.wakeLoopC:
-			case <-idle.C:
-			}
-			idle.Stop()
-			t.Reset(l.cfg.FlushInterval)
-		}
-		l.idle.Store(false)
-	}
+	l.pace.run(l.cfg.FlushInterval, l.stop, l.flush, func() bool { return l.dirty.Load() != nil })
 }
 
 func (l *Limiter) refreshMembers() {
@@ -847,7 +800,7 @@ func (l *Limiter) onMsg(b []byte) {
 	if from == l.nodeID {
 		return
 	}
-	l.wakeLoop() // a peer: our acknowledgements must go out
+	l.pace.poke() // a peer: our acknowledgements must go out
 	name, b, ok := readString(b[9:])
 	if !ok {
 		return

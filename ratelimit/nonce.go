@@ -64,13 +64,10 @@ type NonceStore struct {
 	startOnce, closeOnce sync.Once
 	stop, done           chan struct{}
 
-	// The flush loop sleeps while there is nothing to send (an idle node would
-	// otherwise wake a thousand times a second). dirty says something may need
-	// sending since the last flush; idle that the loop is asleep, to be woken on wake.
-	// Use stores dirty then loads idle, the loop stores idle then loads dirty: one of
-	// them sees the other, so no nonce waits for the idle timeout.
-	dirty, idle atomic.Bool
-	wake        chan struct{}
+	// The flush loop sleeps while there is nothing to send (see flushLoop). dirty
+	// says something may need sending since the last flush.
+	dirty atomic.Bool
+	pace  flushLoop
 }
 
 const (
@@ -124,7 +121,7 @@ func NewNonceStore(cfg NonceConfig) (*NonceStore, error) {
 		cfg.Clock = time.Now
 	}
 	s := &NonceStore{cfg: cfg, perCap: (cfg.MaxEntries + nonceShards - 1) / nonceShards,
-		stop: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1),
+		stop: make(chan struct{}), done: make(chan struct{}), pace: newFlushLoop(),
 		acked: map[string]int64{}, recv: map[string]*recvState{}}
 	var rb [8]byte
 	_, _ = rand.Read(rb[:])
@@ -257,52 +254,12 @@ func (s *NonceStore) markDirty() {
 	if !s.dirty.Load() {
 		s.dirty.Store(true)
 	}
-	if s.idle.Load() {
-		select {
-		case s.wake <- struct{}{}:
-		default:
-		}
-	}
+	s.pace.poke()
 }
-
-// nonceIdleFlush is how often an idle store's loop still runs (there is nothing to
-// send, but a dropped packet's resend waits for it too).
-const nonceIdleFlush = 100 * time.Millisecond
 
 func (s *NonceStore) loop() {
 	defer close(s.done)
-	t := time.NewTicker(s.cfg.FlushInterval)
-	defer t.Stop()
-	idle := time.NewTimer(nonceIdleFlush)
-	idle.Stop()
-	for {
-		select {
-		case <-s.stop:
-			s.flush()
-			return
-		case <-t.C:
-		}
-		if s.flush() {
-			continue
-		}
-		// Nothing was pending: sleep until a nonce is used or a message arrives.
-		s.idle.Store(true)
-		if !s.dirty.Load() {
-			t.Stop()
-			idle.Reset(nonceIdleFlush)
-			select {
-			case <-s.stop:
-				s.idle.Store(false)
-				s.flush()
-				return
-			case <-s.wake:
-			case <-idle.C:
-			}
-			idle.Stop()
-			t.Reset(s.cfg.FlushInterval)
-		}
-		s.idle.Store(false)
-	}
+	s.pace.run(s.cfg.FlushInterval, s.stop, s.flush, s.dirty.Load)
 }
 
 // flush sends what was used since the last flush as a new batch, sends again the
