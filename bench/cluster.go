@@ -23,6 +23,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/tollgate/tollgate/node"
 	"io"
 	"net/http"
 	"os"
@@ -189,20 +190,12 @@ func runClusterFigures(ctx context.Context, o options) error {
 	return nil
 }
 
-// configBundle is the figures' config: group g with apis mock APIs (GET /aN answering
-// "aN") and app "app", plus the probe API answering probe.
+// configBundle is the figures' config: the node harness's test bundle (group g with
+// apis mock APIs, GET /aN answering "aN", and app "app") plus the probe API
+// answering probe.
 func configBundle(apis int, probe string) *fsm.Bundle {
-	g := fsm.GroupSpec{Name: "g"}
-	for i := range apis {
-		name := fmt.Sprintf("a%d", i)
-		g.APIs = append(g.APIs, fsm.APISpec{Name: name, APIDef: fsm.APIDef{
-			Method: "GET", Path: "/" + name, Auth: fsm.AuthAnonymous,
-			Backend: fsm.Backend{Type: fsm.BackendMock, Status: 200, Body: name},
-		}, Deploy: []fsm.Stage{fsm.StageRelease}})
-	}
-	b := probeBundle(probe)
-	b.Groups = append(b.Groups, g)
-	b.Apps = []fsm.AppSpec{{Name: "app", Owner: "bench"}}
+	b := node.TestBundle(apis)
+	b.Groups = append(probeBundle(probe).Groups, b.Groups...)
 	return b
 }
 
