@@ -34,7 +34,7 @@ func (ns *nameSet) add(name []byte) {
 func (ns *nameSet) addXCa(x *headerIndex) (noProxySignature bool) {
 	noProxySignature = true
 	for _, name := range x.keys {
-		if len(name) < len(lowerXCa) || !equalFold(name[:len(lowerXCa)], lowerXCa) {
+		if !hasPrefixFold(name, "x-ca-") {
 			continue
 		}
 		if isProxySignatureHeader(name) {
@@ -44,8 +44,6 @@ func (ns *nameSet) addXCa(x *headerIndex) (noProxySignature bool) {
 	}
 	return noProxySignature
 }
-
-const lowerXCa = "x-ca-"
 
 // isProxySignatureHeader reports the backend signature's headers, in any case.
 func isProxySignatureHeader(name []byte) bool {

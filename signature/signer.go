@@ -272,5 +272,5 @@ func appendUUID(dst []byte) []byte {
 
 // hasPrefixFold reports whether b starts with the lower-case ASCII prefix, in any case.
 func hasPrefixFold(b []byte, prefix string) bool {
-	return len(b) >= len(prefix) && bytes.EqualFold(b[:len(prefix)], []byte(prefix))
+	return len(b) >= len(prefix) && equalFold(b[:len(prefix)], prefix)
 }
