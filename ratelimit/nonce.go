@@ -40,9 +40,8 @@ type NonceConfig struct {
 type NonceStore struct {
 	cfg    NonceConfig
 	shards [nonceShards]nonceShard
-	perCap int
-	// maxSlots is a shard table's largest size: perCap at three quarters full,
-	// rounded up to a power of two (so a shard may hold a little more than perCap).
+	// maxSlots is a shard table's largest size: its share of MaxEntries at three
+	// quarters full, rounded up to a power of two (so a shard may hold a little more).
 	maxSlots int
 
 	// Delivery: UDP may drop a packet, and a nonce that never arrives is a replay
@@ -120,14 +119,14 @@ func NewNonceStore(cfg NonceConfig) (*NonceStore, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
-	s := &NonceStore{cfg: cfg, perCap: (cfg.MaxEntries + nonceShards - 1) / nonceShards,
+	s := &NonceStore{cfg: cfg,
 		stop: make(chan struct{}), done: make(chan struct{}), pace: newFlushLoop(),
 		acked: map[string]int64{}, recv: map[string]*recvState{}}
 	var rb [8]byte
 	_, _ = rand.Read(rb[:])
 	s.inc = binary.LittleEndian.Uint64(rb[:])
 	s.maxSlots = minNonceSlots
-	for s.maxSlots*3/4 < s.perCap {
+	for perShard := (cfg.MaxEntries + nonceShards - 1) / nonceShards; s.maxSlots*3/4 < perShard; {
 		s.maxSlots *= 2
 	}
 	s.used = prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tollgate_nonce_used_total", Help: "Nonces accepted as fresh on this node."},
