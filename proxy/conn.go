@@ -1,49 +1,123 @@
 package proxy
 
 import (
+	"errors"
 	"net"
+	"os"
 	"time"
 
 	"github.com/valyala/fasthttp"
 )
 
-// fastConn is a data-plane TCP connection (one to a backend, or under a client's TLS)
-// that moves its timers less often than the net.Conn it wraps. fasthttp moves a
-// connection's read and write deadlines on every request (five timer updates per
-// forwarded call, a few percent of the gateway's CPU under load). fastConn arms a
-// deadline deadlineSlack past the one asked for and skips later requests that the
-// armed deadline already covers within that slack: a timeout fires at most
-// deadlineSlack late, and the timers move about every deadlineSlack per connection
-// instead of on every request.
+// fastConn is a data-plane TCP connection (a client's, one to a backend, or one under
+// a client's TLS) whose deadlines rarely move its timers. fasthttp moves a
+// connection's read and write deadlines on every request: three timer updates per
+// call on the client's side (idle, read, write) and two on the backend's, a few
+// percent of the gateway's CPU under load.
 //
-// Plain TCP client connections are not wrapped: fasthttp sends a response larger than
-// its write buffer with one writev only to a *net.TCPConn, and losing that cost more
-// than the timers save (anon-4K went from 1.25x to 1.6x nginx's CPU).
+// fastConn keeps each deadline lazily. Setting one only records it, unless the timer
+// armed on the socket would fire more than deadlineSlack after it; then the timer
+// moves to the deadline plus the slack. A timer that fires before the recorded
+// deadline (it was armed for an earlier request) is re-armed and the read or write
+// goes on, so a deadline never fires early and at most deadlineSlack late, and a
+// connection's timers move about once per timeout instead of on every request.
+//
+// Client connections are wrapped too, so fasthttp no longer sends a large response
+// with one writev (it does that for a *net.TCPConn only): the server's write buffer
+// is made large enough (Config.WriteBufferSize) that a response of up to that size is
+// still one write.
 //
 // (Reading without the EAGAIN read Go makes before it waits for the poller was tried
 // too, through syscall.RawConn: it cannot work, since RawConn.Read clears the poller's
 // pending readiness before its first call, so waiting first misses data that arrived
 // already.)
 //
-// Deadlines are set by the connection's own goroutine (fasthttp's server and
-// HostClient do), as one reader and one writer use a net.Conn.
+// Deadlines are set by the goroutine that reads or writes (fasthttp's server and
+// HostClient do), as one reader and one writer use a net.Conn; Close may come from
+// anywhere.
 type fastConn struct {
 	net.Conn
-	rd, wd time.Time // armed deadlines, slack included; zero for none
+	rd, wd lazyDeadline
 }
 
 // deadlineSlack is how late a deadline may fire. Timeouts of the data plane are
-// seconds long; 50 ms keeps them honest while moving timers 20 times a second per
-// connection at most, whatever the request rate.
+// seconds long; 50 ms keeps them honest.
 const deadlineSlack = 50 * time.Millisecond
 
-// newFastConn wraps c when it is a TCP connection; other connections (TLS, in-memory
-// test listeners) are returned as they are.
+// lazyDeadline is one direction's deadline: the one asked for, and the one armed on
+// the socket (zero for none).
+type lazyDeadline struct {
+	want, armed time.Time
+}
+
+// set records t as the deadline and returns the deadline to arm on the socket, if the
+// armed one must move: when there is none, or it would fire more than deadlineSlack
+// after t. Clearing (zero t) never moves it; a stale timer is cleared when it fires.
+func (d *lazyDeadline) set(t time.Time) (arm time.Time, move bool) {
+	d.want = t
+	if t.IsZero() || (!d.armed.IsZero() && !d.armed.After(t.Add(deadlineSlack))) {
+		return time.Time{}, false
+	}
+	d.armed = t.Add(deadlineSlack)
+	return d.armed, true
+}
+
+// fired is called when the socket's timer ended a read or write at now. It reports
+// whether the deadline asked for has not passed (retry), and the deadline to arm
+// before retrying.
+func (d *lazyDeadline) fired(now time.Time) (arm time.Time, retry bool) {
+	switch {
+	case d.want.IsZero():
+		d.armed = time.Time{}
+		return time.Time{}, true
+	case now.Before(d.want):
+		d.armed = d.want.Add(deadlineSlack)
+		return d.armed, true
+	}
+	return time.Time{}, false
+}
+
+// newFastConn wraps c when it is a TCP connection; other connections (in-memory test
+// listeners) are returned as they are.
 func newFastConn(c net.Conn) net.Conn {
 	if _, ok := c.(*net.TCPConn); !ok {
 		return c
 	}
 	return &fastConn{Conn: c}
+}
+
+func (c *fastConn) Read(p []byte) (int, error) {
+	for {
+		n, err := c.Conn.Read(p)
+		if err == nil || n > 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, err
+		}
+		arm, retry := c.rd.fired(time.Now())
+		if !retry {
+			return n, err
+		}
+		if err := c.Conn.SetReadDeadline(arm); err != nil {
+			return 0, err
+		}
+	}
+}
+
+func (c *fastConn) Write(p []byte) (int, error) {
+	written := 0
+	for {
+		n, err := c.Conn.Write(p[written:])
+		written += n
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return written, err
+		}
+		arm, retry := c.wd.fired(time.Now())
+		if !retry {
+			return written, err
+		}
+		if err := c.Conn.SetWriteDeadline(arm); err != nil {
+			return written, err
+		}
+	}
 }
 
 func (c *fastConn) SetDeadline(t time.Time) error {
@@ -54,35 +128,17 @@ func (c *fastConn) SetDeadline(t time.Time) error {
 }
 
 func (c *fastConn) SetReadDeadline(t time.Time) error {
-	if covered(&c.rd, t) {
-		return nil
+	if arm, move := c.rd.set(t); move {
+		return c.Conn.SetReadDeadline(arm)
 	}
-	return c.Conn.SetReadDeadline(c.rd)
+	return nil
 }
 
 func (c *fastConn) SetWriteDeadline(t time.Time) error {
-	if covered(&c.wd, t) {
-		return nil
+	if arm, move := c.wd.set(t); move {
+		return c.Conn.SetWriteDeadline(arm)
 	}
-	return c.Conn.SetWriteDeadline(c.wd)
-}
-
-// covered reports whether the armed deadline already serves a request for t: no
-// earlier than t and at most deadlineSlack later. Otherwise it sets armed to what
-// must be armed now (t plus the slack, or no deadline).
-func covered(armed *time.Time, t time.Time) bool {
-	if t.IsZero() {
-		if armed.IsZero() {
-			return true
-		}
-		*armed = time.Time{}
-		return false
-	}
-	if !armed.IsZero() && !armed.Before(t) && armed.Sub(t) <= deadlineSlack {
-		return true
-	}
-	*armed = t.Add(deadlineSlack)
-	return false
+	return nil
 }
 
 // fastListener hands out fastConns.
@@ -96,10 +152,15 @@ func (l fastListener) Accept() (net.Conn, error) {
 	return newFastConn(c), nil
 }
 
-// NewListener wraps a TCP listener for a TLS listener of the data plane, so that its
-// connections move their timers less often: tls.NewListener(proxy.NewListener(ln), cfg).
-// (A TLS connection never gets fasthttp's writev; see fastConn.)
-func NewListener(ln net.Listener) net.Listener { return fastListener{ln} }
+// NewListener wraps a data-plane TCP listener so that its connections move their
+// timers rarely (see fastConn). Serve does it for a plain listener; a TLS one goes
+// around it: tls.NewListener(proxy.NewListener(ln), cfg).
+func NewListener(ln net.Listener) net.Listener {
+	if _, ok := ln.(fastListener); ok {
+		return ln
+	}
+	return fastListener{ln}
+}
 
 // dialBackend dials a backend connection as fasthttp would (its DNS-caching dialer),
 // as a fastConn.

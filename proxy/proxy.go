@@ -29,6 +29,9 @@ type Config struct {
 	// MaxHeaderSize limits the request line plus headers (fasthttp's ReadBufferSize);
 	// larger ones get 413 I413UL. Default 8 KiB, Alibaba's limit.
 	MaxHeaderSize int
+	// WriteBufferSize is each client connection's response buffer. A response that
+	// fits is sent with one write; a larger one takes two or more. Default 16 KiB.
+	WriteBufferSize int
 	// MaxResponseBodySize limits backend response bodies; larger ones get 502 D502RL.
 	// Default 32 MiB.
 	MaxResponseBodySize int
@@ -120,6 +123,9 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.MaxBackendConns <= 0 {
 		cfg.MaxBackendConns = defaultMaxConns
 	}
+	if cfg.WriteBufferSize <= 0 {
+		cfg.WriteBufferSize = 16 << 10
+	}
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = 60 * time.Second
 	}
@@ -170,6 +176,7 @@ func New(cfg Config) (*Proxy, error) {
 		Name:                         "Tollgate",
 		MaxRequestBodySize:           cfg.MaxBodySize,
 		ReadBufferSize:               cfg.MaxHeaderSize,
+		WriteBufferSize:              cfg.WriteBufferSize,
 		ReadTimeout:                  cfg.ReadTimeout,
 		WriteTimeout:                 cfg.WriteTimeout,
 		IdleTimeout:                  cfg.IdleTimeout,
@@ -226,11 +233,11 @@ func (p *Proxy) newBuilder() *builder {
 func (p *Proxy) Index() uint64 { return p.table.Load().index }
 
 // Serve accepts connections on ln and serves them until Shutdown; it blocks and returns
-// nil after a Shutdown, or the listener's error. For TLS, build the TLS listener over
-// NewListener(ln): its connections then move their deadline timers less often (see
-// fastConn, and why plain TCP connections are served unwrapped).
+// nil after a Shutdown, or the listener's error. Its TCP connections move their
+// deadline timers rarely (see fastConn); for TLS, build the TLS listener over
+// NewListener(ln) so that the connections under TLS do too.
 func (p *Proxy) Serve(ln net.Listener) error {
-	err := p.server.Serve(ln)
+	err := p.server.Serve(NewListener(ln))
 	if errors.Is(err, net.ErrClosed) {
 		return nil
 	}
