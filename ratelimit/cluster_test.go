@@ -323,3 +323,60 @@ func TestClusterNonceReplayRefusedOnOtherNodes(t *testing.T) {
 		t.Error("a joined node accepted a nonce used before it joined")
 	}
 }
+
+// TestClusterNonceUsedWhileJoiningReachesJoiner: a node alone for a while queues no
+// nonce for gossip; one that joins while it is taking signed calls still learns every
+// nonce used before, during and after the join (by the join's state exchange or by
+// gossip), so none can be replayed on it.
+func TestClusterNonceUsedWhileJoiningReachesJoiner(t *testing.T) {
+	first := startNode(t, "n1", "")
+	time.Sleep(1500 * time.Millisecond) // past aloneAfter: first stops queueing
+
+	var (
+		mu   sync.Mutex
+		used [][]byte
+		stop = make(chan struct{})
+		done = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		for i := 0; i < 200_000; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			nonce := fmt.Appendf(nil, "join-%06d", i)
+			if first.ns.Use(nonce, time.Now()) {
+				mu.Lock()
+				used = append(used, nonce)
+				mu.Unlock()
+			}
+			time.Sleep(50 * time.Microsecond)
+		}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	late := startNode(t, "n2", first.g.Addr())
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	<-done
+
+	mu.Lock()
+	defer mu.Unlock()
+	if len(used) < 100 {
+		t.Fatalf("only %d nonces used around the join", len(used))
+	}
+	waitUntil(t, 2*time.Second, "every nonce to reach the joined node", func() bool {
+		for _, n := range used {
+			if !late.ns.Seen(n, time.Now()) {
+				return false
+			}
+		}
+		return true
+	})
+	for _, n := range used {
+		if late.ns.Use(n, time.Now()) {
+			t.Fatalf("nonce %s, used on the first node around the join, was accepted on the joined node", n)
+		}
+	}
+}

@@ -56,7 +56,8 @@ func TestLimiterLoopSleepsWhenIdleAndWakesOnUse(t *testing.T) {
 }
 
 // TestNonceLoopSleepsWhenIdleAndWakesOnUse: with nothing pending the nonce store's
-// loop sleeps; a used nonce wakes it, and it flushes and goes back to sleep.
+// loop sleeps; once a peer has shown itself, a used nonce wakes it, and it flushes and
+// goes back to sleep.
 func TestNonceLoopSleepsWhenIdleAndWakesOnUse(t *testing.T) {
 	s, err := NewNonceStore(NonceConfig{})
 	if err != nil {
@@ -67,6 +68,7 @@ func TestNonceLoopSleepsWhenIdleAndWakesOnUse(t *testing.T) {
 	if !waitFor(2*time.Second, s.pace.idle.Load) {
 		t.Fatal("the loop of an idle store never went to sleep")
 	}
+	s.sawPeer() // as a joining node's state exchange does
 	if !s.Use([]byte("n-1"), time.Now()) {
 		t.Fatal("a fresh nonce was refused")
 	}
@@ -80,5 +82,39 @@ func TestNonceLoopSleepsWhenIdleAndWakesOnUse(t *testing.T) {
 	}
 	if s.Use([]byte("n-1"), time.Now()) {
 		t.Fatal("a used nonce was accepted again")
+	}
+}
+
+// TestLoneNonceStoreQueuesNothing: a store no other node can hear from queues no used
+// nonce and its loop is not woken by uses; it still refuses replays.
+func TestLoneNonceStoreQueuesNothing(t *testing.T) {
+	s, err := NewNonceStore(NonceConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	defer s.Close()
+	if !waitFor(2*time.Second, s.pace.idle.Load) {
+		t.Fatal("the loop of an idle store never went to sleep")
+	}
+	for i := range 1000 {
+		if !s.Use([]byte{byte(i), byte(i >> 8)}, time.Now()) {
+			t.Fatalf("fresh nonce %d refused", i)
+		}
+	}
+	if s.dirty.Load() {
+		t.Error("uses on a lone store marked work for the flush loop")
+	}
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		n := len(sh.pending)
+		sh.mu.Unlock()
+		if n != 0 {
+			t.Fatalf("shard %d queued %d bytes of digests with no one to send them to", i, n)
+		}
+	}
+	if s.Use([]byte{7, 0}, time.Now()) {
+		t.Error("a used nonce was accepted again")
 	}
 }

@@ -43,6 +43,15 @@ type NonceStore struct {
 	// maxSlots is a shard table's largest size: its share of MaxEntries at three
 	// quarters full, rounded up to a power of two (so a shard may hold a little more).
 	maxSlots int
+	// alone: no other member could hear of a used nonce (or there is no transport),
+	// so Use queues none and the flush loop sleeps. flush sets it from the membership,
+	// but only once no peer has shown itself (a join's state exchange, a message) for
+	// aloneAfter: a joining node exchanges state before it is listed as a member, and
+	// a nonce used in between must still reach it. Until the first flush, nonces are
+	// queued.
+	alone    atomic.Bool
+	aloneMu  sync.Mutex // orders flush's decision with sawPeer
+	peerSeen time.Time  // the last sign of a peer; under aloneMu
 
 	// Delivery: UDP may drop a packet, and a nonce that never arrives is a replay
 	// window that never closes. So each batch has a sequence number, every peer
@@ -72,6 +81,7 @@ type NonceStore struct {
 const (
 	nonceShards = 64
 	resendAfter = 5 * time.Millisecond
+	aloneAfter  = time.Second
 	// maxUnacked bounds what is kept for a member that never acknowledges (it is
 	// dying; memberlist will drop it within about a second).
 	maxUnacked = 4096
@@ -143,6 +153,7 @@ func NewNonceStore(cfg NonceConfig) (*NonceStore, error) {
 			}
 		}
 	}
+	s.alone.Store(cfg.Transport == nil)
 	if cfg.Transport != nil {
 		s.name = cfg.Transport.LocalName()
 		if err := cfg.Transport.Register(cfg.Channel, s.onMsg, s.localState, s.mergeState); err != nil {
@@ -165,6 +176,7 @@ func nonceDigest(nonce []byte) digest {
 // node, or another whose message has arrived, used it within the TTL, or if the store
 // is full. It does not block beyond one shard's lock and does not keep nonce.
 func (s *NonceStore) Use(nonce []byte, now time.Time) (fresh bool) {
+	var queue bool
 	d := nonceDigest(nonce)
 	sh := &s.shards[d[0]%nonceShards]
 	t := now.UnixNano()
@@ -172,7 +184,11 @@ func (s *NonceStore) Use(nonce []byte, now time.Time) (fresh bool) {
 	fresh, full := s.insertLocked(sh, d, t+int64(s.cfg.TTL), t)
 	switch {
 	case fresh:
-		sh.pending = append(sh.pending, d[:]...)
+		// Read under the lock: localState marks a peer before it snapshots a shard,
+		// so a nonce is either in the snapshot a joining node gets or queued for it.
+		if queue = !s.alone.Load(); queue {
+			sh.pending = append(sh.pending, d[:]...)
+		}
 		sh.used++
 	case full:
 		sh.overflow++
@@ -180,7 +196,7 @@ func (s *NonceStore) Use(nonce []byte, now time.Time) (fresh bool) {
 		sh.refused++
 	}
 	sh.mu.Unlock()
-	if fresh {
+	if queue {
 		s.markDirty()
 	}
 	return fresh
@@ -268,6 +284,17 @@ func (s *NonceStore) loop() {
 // It reports whether there was anything to do: then the loop keeps its pace.
 func (s *NonceStore) flush() (busy bool) {
 	s.dirty.Store(false)
+	var members []string
+	if s.cfg.Transport != nil {
+		members = s.cfg.Transport.MemberNames()
+	}
+	s.aloneMu.Lock()
+	alone := time.Since(s.peerSeen) > aloneAfter
+	for _, m := range members {
+		alone = alone && m == s.name
+	}
+	s.alone.Store(alone)
+	s.aloneMu.Unlock()
 	var fresh []byte
 	for i := range s.shards {
 		sh := &s.shards[i]
@@ -279,7 +306,7 @@ func (s *NonceStore) flush() (busy bool) {
 		sh.mu.Unlock()
 	}
 	if s.cfg.Transport == nil {
-		return len(fresh) > 0
+		return false
 	}
 	now := time.Now()
 	const per = (maxPacket - 200) / digestLen * digestLen // room for the header
@@ -292,13 +319,20 @@ func (s *NonceStore) flush() (busy bool) {
 	// The lowest acknowledgement among live members.
 	self := s.name
 	minAck := s.seq
+	listed := false
 	s.ackMu.Lock()
-	for _, m := range s.cfg.Transport.MemberNames() {
+	for _, m := range members {
 		if m != self {
+			listed = true
 			minAck = min(minAck, s.acked[m])
 		}
 	}
 	s.ackMu.Unlock()
+	if !listed && !alone {
+		// A peer has shown itself (a join's state exchange) but is not listed yet:
+		// keep every batch for it until it is listed and acknowledges them.
+		minAck = 0
+	}
 	kept := s.unacked[:0]
 	for _, b := range s.unacked {
 		if b.seq > minAck {
@@ -386,6 +420,7 @@ func (s *NonceStore) onMsg(b []byte) {
 			ack, haveAck = v, true
 		}
 	}
+	s.sawPeer()
 	now := s.cfg.Clock().UnixNano()
 	exp := now + int64(s.cfg.TTL)
 	for ; len(b) >= digestLen; b = b[digestLen:] {
@@ -422,6 +457,14 @@ func (s *NonceStore) onMsg(b []byte) {
 	s.markDirty() // the acknowledgement goes out with the next flush
 }
 
+// sawPeer notes a sign of another node: used nonces are queued for it from now on.
+func (s *NonceStore) sawPeer() {
+	s.aloneMu.Lock()
+	s.peerSeen = time.Now()
+	s.alone.Store(false)
+	s.aloneMu.Unlock()
+}
+
 func (s *NonceStore) remember(d digest, exp, now int64) {
 	sh := &s.shards[d[0]%nonceShards]
 	sh.mu.Lock()
@@ -435,6 +478,7 @@ func (s *NonceStore) localState(join bool) []byte {
 	if !join {
 		return nil // nonces are not resynchronised periodically: each is sent 2×
 	}
+	s.sawPeer() // before the snapshot: see Use
 	now := s.cfg.Clock().UnixNano()
 	nowSec := sec(now)
 	b := []byte{wireVersion}
@@ -456,6 +500,7 @@ func (s *NonceStore) mergeState(b []byte, join bool) {
 	if len(b) < 1 || b[0] != wireVersion {
 		return
 	}
+	s.sawPeer()
 	now := s.cfg.Clock().UnixNano()
 	for b = b[1:]; len(b) > digestLen; {
 		d := digest(b[:digestLen])
