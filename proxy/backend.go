@@ -28,6 +28,9 @@ const (
 	maxMockDelay            = 30 * time.Second
 	defaultMaxConnWait      = time.Second
 	defaultIdleConnDuration = 30 * time.Second
+	// backendReadBufferSize is each backend connection's read buffer, which also
+	// caps a response's headers (fasthttp's ReadBufferSize).
+	backendReadBufferSize = 16 << 10
 )
 
 var (
@@ -569,12 +572,15 @@ func (b *builder) client(scheme, addr, serverName, ca string) (*fasthttp.HostCli
 		return c, nil
 	}
 	c := &fasthttp.HostClient{
-		Addr:                     addr,
-		IsTLS:                    scheme == "https",
-		MaxConns:                 b.p.cfg.MaxBackendConns,
-		MaxConnWaitTimeout:       defaultMaxConnWait,
-		MaxIdleConnDuration:      defaultIdleConnDuration,
-		MaxResponseBodySize:      b.p.cfg.MaxResponseBodySize,
+		Addr:                addr,
+		IsTLS:               scheme == "https",
+		MaxConns:            b.p.cfg.MaxBackendConns,
+		MaxConnWaitTimeout:  defaultMaxConnWait,
+		MaxIdleConnDuration: defaultIdleConnDuration,
+		MaxResponseBodySize: b.p.cfg.MaxResponseBodySize,
+		// A response that fits is read with one read: with fasthttp's default of 4
+		// KiB, a 4 KiB body and its headers took two.
+		ReadBufferSize:           backendReadBufferSize,
 		NoDefaultUserAgentHeader: true, // forward the client's User-Agent, or none
 		DisablePathNormalizing:   true, // the path is escaped exactly once, by us
 		// Retrying is safe only before the backend saw the request; fasthttp retries

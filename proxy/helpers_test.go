@@ -109,7 +109,8 @@ func startProxy(t testing.TB, cfg Config, s *fsm.State) *testGateway {
 	go func() { done <- p.Serve(ln) }()
 	g := &testGateway{p: p, addr: ln.Addr().String(), reg: reg,
 		client: &fasthttp.HostClient{Addr: ln.Addr().String(), ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, MaxConns: 64,
-			DisablePathNormalizing: true}} // send test paths byte for byte
+			ReadBufferSize:         64 << 10, // reads any answer the gateway may give
+			DisablePathNormalizing: true}}    // send test paths byte for byte
 	t.Cleanup(func() {
 		g.client.CloseIdleConnections()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

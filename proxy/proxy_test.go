@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -159,6 +160,22 @@ func TestBackendResponseTooLarge(t *testing.T) {
 	addr := startBackend(t, func(ctx *fasthttp.RequestCtx) { ctx.SetBody(make([]byte, 4096)) })
 	g := startProxy(t, Config{MaxResponseBodySize: 1024}, newStateOf().api("g", "big", httpDef("GET", "/", "http://"+addr, "/"), fsm.StageRelease).s)
 	wantError(t, g.call(t, "GET", "g.localhost", "/", nil), ErrBackendTooLarge)
+}
+
+// TestBackendResponseHeaderLimit: a backend response whose headers fit the
+// connection's read buffer (16 KiB) passes whole; larger headers answer 502.
+func TestBackendResponseHeaderLimit(t *testing.T) {
+	addr := startBackend(t, func(ctx *fasthttp.RequestCtx) {
+		n, _ := strconv.Atoi(string(ctx.QueryArgs().Peek("n")))
+		ctx.Response.Header.Set("X-Big", strings.Repeat("h", n))
+		ctx.SetBodyString("ok")
+	})
+	g := startProxy(t, Config{}, newStateOf().api("g", "h", httpDef("GET", "/", "http://"+addr, "/"), fsm.StageRelease).s)
+	r := g.call(t, "GET", "g.localhost", "/?n=12000", nil)
+	if r.status != 200 || r.body != "ok" || len(r.hdr["X-Big"]) != 12000 {
+		t.Fatalf("12,000-byte header: %d %q, header of %d bytes", r.status, r.body, len(r.hdr["X-Big"]))
+	}
+	wantError(t, g.call(t, "GET", "g.localhost", "/?n=20000", nil), ErrBackendUnreachable)
 }
 
 func TestRequestLimits(t *testing.T) {
