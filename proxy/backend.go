@@ -31,6 +31,9 @@ const (
 	// backendReadBufferSize is each backend connection's read buffer, which also
 	// caps a response's headers (fasthttp's ReadBufferSize).
 	backendReadBufferSize = 16 << 10
+	// backendWriteBufferSize is each backend connection's write buffer: a request
+	// that fits goes out in one write.
+	backendWriteBufferSize = 16 << 10
 )
 
 var (
@@ -580,7 +583,9 @@ func (b *builder) client(scheme, addr, serverName, ca string) (*fasthttp.HostCli
 		MaxResponseBodySize: b.p.cfg.MaxResponseBodySize,
 		// A response that fits is read with one read: with fasthttp's default of 4
 		// KiB, a 4 KiB body and its headers took two.
-		ReadBufferSize:           backendReadBufferSize,
+		ReadBufferSize: backendReadBufferSize,
+		// Likewise a request of up to 16 KiB, headers and body, is one write.
+		WriteBufferSize:          backendWriteBufferSize,
 		NoDefaultUserAgentHeader: true, // forward the client's User-Agent, or none
 		DisablePathNormalizing:   true, // the path is escaped exactly once, by us
 		// Retrying is safe only before the backend saw the request; fasthttp retries
