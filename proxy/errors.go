@@ -95,7 +95,7 @@ var (
 
 	// Backend (D).
 	ErrBackendTimeout     = def(504, "D504TO", "Backend Service Timeout", "the backend did not answer within the API's timeout")
-	ErrBackendUnreachable = def(502, "D502CO", "Failed To Invoke Backend Service", "the backend refused the connection, reset it or spoke bad HTTP")
+	ErrBackendUnreachable = def(502, "D502CO", "Failed To Invoke Backend Service", "the backend refused the connection, reset it or spoke bad HTTP (response headers over 16 KiB included)")
 	ErrBackendBusy        = def(503, "D503CL", "Backend Connection Limit Reached", "every connection to the backend is busy")
 	ErrBackendTooLarge    = def(502, "D502RL", "Backend Response Too Large", "the backend's response body exceeds the node's response limit")
 
