@@ -51,8 +51,9 @@ type ClusterOptions struct {
 // TestCluster is a set of real nodes in this process. Its methods are safe for
 // concurrent use; those that wait fail the test (Fatalf) when their time runs out.
 type TestCluster struct {
-	t    TB
-	opts ClusterOptions
+	t        TB
+	opts     ClusterOptions
+	dataRoot string // each node's data dir is a directory in it
 
 	mu    sync.Mutex
 	nodes []*TestNode
@@ -79,7 +80,9 @@ func MakeCluster(t TB, n int, opts ClusterOptions) *TestCluster {
 	if opts.Log == nil && os.Getenv("TOLLGATE_TEST_LOG") != "" {
 		opts.Log = os.Stderr
 	}
-	c := &TestCluster{t: t, opts: opts}
+	// The data dirs' parent is made before Shutdown is registered: cleanups run last
+	// first, so the dirs are removed after every node has stopped writing to them.
+	c := &TestCluster{t: t, opts: opts, dataRoot: t.TempDir()}
 	t.Cleanup(c.Shutdown)
 	for range n {
 		c.AddNode()
@@ -134,8 +137,12 @@ func (c *TestCluster) AddNode() *TestNode {
 	c.mu.Lock()
 	i := len(c.nodes)
 	c.mu.Unlock()
+	dataDir := filepath.Join(c.dataRoot, fmt.Sprintf("n%d", i))
+	if err := os.Mkdir(dataDir, 0o700); err != nil {
+		c.t.Fatalf("data dir: %v", err)
+	}
 	cfg := Config{
-		DataDir: c.t.TempDir(), Listen: "127.0.0.1:0", Admin: "127.0.0.1:0",
+		DataDir: dataDir, Listen: "127.0.0.1:0", Admin: "127.0.0.1:0",
 		Raft: freeLoopbackAddr(c.t), Gossip: freeLoopbackAddr(c.t),
 		NodeID: fmt.Sprintf("n%d", i), AdminToken: TestToken,
 	}
@@ -422,8 +429,21 @@ func (c *TestCluster) RaftServers(tn *TestNode) []string {
 func (c *TestCluster) WaitApplied(index uint64, timeout time.Duration) {
 	c.t.Helper()
 	c.wait(timeout, func() bool {
+		// Raft's applied index runs ahead of the FSM (it counts entries handed to
+		// it), so every FSM must also have reached the last state change at or before
+		// index that any node has applied (the writer's, at least).
+		var stateTarget uint64
 		for _, tn := range c.Up() {
-			if n := tn.Node(); n == nil || n.appliedIndex() < index {
+			n := tn.Node()
+			if n == nil || n.appliedIndex() < index {
+				return false
+			}
+			if si := n.fsm.State().Index; si <= index {
+				stateTarget = max(stateTarget, si)
+			}
+		}
+		for _, tn := range c.Up() {
+			if n := tn.Node(); n == nil || n.fsm.AppliedIndex() < stateTarget {
 				return false
 			}
 		}
