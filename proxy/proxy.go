@@ -181,9 +181,12 @@ func New(cfg Config) (*Proxy, error) {
 		WriteTimeout:                 cfg.WriteTimeout,
 		IdleTimeout:                  cfg.IdleTimeout,
 		DisablePreParseMultipartForm: true, // bodies are forwarded, never parsed here
-		CloseOnShutdown:              true,
-		SecureErrorLogMessage:        true,
-		Logger:                       fasthttpLogger{p.log},
+		// The handler keeps its own clock (Call.Start); fasthttp need not read one for
+		// RequestCtx.Time on every request.
+		LazyRequestTime:       true,
+		CloseOnShutdown:       true,
+		SecureErrorLogMessage: true,
+		Logger:                fasthttpLogger{p.log},
 	}
 	p.mu.Lock()
 	p.table.Store(p.newBuilder().build(nil))
