@@ -305,10 +305,24 @@ const (
 )
 
 func (g *Gossip) onInternal(msg []byte) {
-	if len(msg) > 1 && msg[0] == internalLeaving {
-		g.mu.Lock()
-		g.leaving[string(msg[1:])] = true
-		g.mu.Unlock()
+	if len(msg) <= 1 || msg[0] != internalLeaving {
+		return
+	}
+	name := string(msg[1:])
+	g.mu.Lock()
+	g.leaving[name] = true
+	// The notice comes over TCP and the leave itself over UDP, each handled on its
+	// own goroutine: under load the leave can be handled first and the member
+	// reported dead. The notice then corrects it, so a clean leave is not mistaken
+	// for a death (whose removal waits out a grace period).
+	m, upgraded := g.table[name]
+	if upgraded = upgraded && m.State == MemberDead; upgraded {
+		m.State = MemberLeft
+		g.table[name] = m
+	}
+	g.mu.Unlock()
+	if upgraded {
+		g.events.push(MemberEvent{Kind: EventLeave, Member: m})
 	}
 }
 

@@ -198,6 +198,26 @@ func TestGossipFailureDetectionAndEvents(t *testing.T) {
 		t.Errorf("node3 state in Members = %v, want dead", st)
 	}
 
+	// A leaving notice handled after the leave itself (they travel apart, TCP and
+	// UDP): the member reported dead is corrected to left.
+	notice := append([]byte{channelInternal, internalLeaving}, "node3"...)
+	if err := gs[1].ml.SendReliable(gs[0].ml.LocalNode(), notice); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev = <-events:
+	case <-time.After(3 * time.Second):
+		t.Fatal("no event for node3's late leaving notice")
+	}
+	if ev.Kind != EventLeave || ev.Member.Name != "node3" || ev.Member.State != MemberLeft {
+		t.Fatalf("event after the late notice = %+v, want node3 left", ev)
+	}
+	for _, m := range gs[0].Members() {
+		if m.Name == "node3" && m.State != MemberLeft {
+			t.Errorf("node3 state in Members after the late notice = %v, want left", m.State)
+		}
+	}
+
 	// A clean leave is reported as left.
 	if err := gs[1].Leave(time.Second); err != nil {
 		t.Fatal(err)
