@@ -204,14 +204,7 @@ func TestGossipFailureDetectionAndEvents(t *testing.T) {
 	if err := gs[1].ml.SendReliable(gs[0].ml.LocalNode(), notice); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case ev = <-events:
-	case <-time.After(3 * time.Second):
-		t.Fatal("no event for node3's late leaving notice")
-	}
-	if ev.Kind != EventLeave || ev.Member.Name != "node3" || ev.Member.State != MemberLeft {
-		t.Fatalf("event after the late notice = %+v, want node3 left", ev)
-	}
+	wantLeave(t, events, "node3", MemberLeft)
 	for _, m := range gs[0].Members() {
 		if m.Name == "node3" && m.State != MemberLeft {
 			t.Errorf("node3 state in Members after the late notice = %v, want left", m.State)
@@ -222,13 +215,20 @@ func TestGossipFailureDetectionAndEvents(t *testing.T) {
 	if err := gs[1].Leave(time.Second); err != nil {
 		t.Fatal(err)
 	}
+	wantLeave(t, events, "node2", MemberLeft)
+}
+
+// wantLeave waits up to 3 s for the next event and fails unless it reports name
+// leaving in state.
+func wantLeave(t *testing.T, events <-chan MemberEvent, name string, state MemberState) {
+	t.Helper()
 	select {
-	case ev = <-events:
+	case ev := <-events:
+		if ev.Kind != EventLeave || ev.Member.Name != name || ev.Member.State != state {
+			t.Fatalf("event = %+v, want %s leaving as %v", ev, name, state)
+		}
 	case <-time.After(3 * time.Second):
-		t.Fatal("no event for node2's leave")
-	}
-	if ev.Kind != EventLeave || ev.Member.Name != "node2" || ev.Member.State != MemberLeft {
-		t.Fatalf("event = %+v", ev)
+		t.Fatalf("no leave event for %s within 3s", name)
 	}
 }
 
