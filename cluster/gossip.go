@@ -275,7 +275,8 @@ func (g *Gossip) Join(addrs []string) (int, error) {
 func (g *Gossip) Leave(timeout time.Duration) error {
 	// Over TCP, before the leave itself: memberlist handles its dead/leave messages
 	// ahead of user messages, so a UDP notice would arrive too late. A member that
-	// misses it reports MemberDead instead of MemberLeft.
+	// handles the leave first reports MemberDead until the notice corrects it
+	// (onInternal); one that never gets the notice stays at MemberDead.
 	//
 	// The addresses come from this node's own table, not from memberlist's Members():
 	// those are memberlist's live nodes, which it updates under its own lock while
@@ -315,13 +316,14 @@ func (g *Gossip) onInternal(msg []byte) {
 	// own goroutine: under load the leave can be handled first and the member
 	// reported dead. The notice then corrects it, so a clean leave is not mistaken
 	// for a death (whose removal waits out a grace period).
-	m, upgraded := g.table[name]
-	if upgraded = upgraded && m.State == MemberDead; upgraded {
-		m.State = MemberLeft
+	m, known := g.table[name]
+	late := known && m.State == MemberDead
+	if late {
+		m.State = MemberLeft // no longer alive either way: the peer list stands
 		g.table[name] = m
 	}
 	g.mu.Unlock()
-	if upgraded {
+	if late {
 		g.events.push(MemberEvent{Kind: EventLeave, Member: m})
 	}
 }

@@ -28,11 +28,10 @@ const (
 	maxMockDelay            = 30 * time.Second
 	defaultMaxConnWait      = time.Second
 	defaultIdleConnDuration = 30 * time.Second
-	// backendReadBufferSize is each backend connection's read buffer, which also
-	// caps a response's headers (fasthttp's ReadBufferSize).
-	backendReadBufferSize = 16 << 10
-	// backendWriteBufferSize is each backend connection's write buffer: a request
-	// that fits goes out in one write.
+	// A backend connection's buffers: an answer or a request that fits is one read or
+	// one write (with fasthttp's 4 KiB default, a 4 KiB body and its headers took
+	// two). The read buffer also caps an answer's headers (fasthttp's ReadBufferSize).
+	backendReadBufferSize  = 16 << 10
 	backendWriteBufferSize = 16 << 10
 )
 
@@ -575,16 +574,13 @@ func (b *builder) client(scheme, addr, serverName, ca string) (*fasthttp.HostCli
 		return c, nil
 	}
 	c := &fasthttp.HostClient{
-		Addr:                addr,
-		IsTLS:               scheme == "https",
-		MaxConns:            b.p.cfg.MaxBackendConns,
-		MaxConnWaitTimeout:  defaultMaxConnWait,
-		MaxIdleConnDuration: defaultIdleConnDuration,
-		MaxResponseBodySize: b.p.cfg.MaxResponseBodySize,
-		// A response that fits is read with one read: with fasthttp's default of 4
-		// KiB, a 4 KiB body and its headers took two.
-		ReadBufferSize: backendReadBufferSize,
-		// Likewise a request of up to 16 KiB, headers and body, is one write.
+		Addr:                     addr,
+		IsTLS:                    scheme == "https",
+		MaxConns:                 b.p.cfg.MaxBackendConns,
+		MaxConnWaitTimeout:       defaultMaxConnWait,
+		MaxIdleConnDuration:      defaultIdleConnDuration,
+		MaxResponseBodySize:      b.p.cfg.MaxResponseBodySize,
+		ReadBufferSize:           backendReadBufferSize,
 		WriteBufferSize:          backendWriteBufferSize,
 		NoDefaultUserAgentHeader: true, // forward the client's User-Agent, or none
 		DisablePathNormalizing:   true, // the path is escaped exactly once, by us

@@ -30,7 +30,8 @@ import (
 // (Reading without the EAGAIN read Go makes before it waits for the poller was tried
 // too, through syscall.RawConn: it cannot work, since RawConn.Read clears the poller's
 // pending readiness before its first call, so waiting first misses data that arrived
-// already.)
+// already. Yielding the goroutine between a backend write and its read halved those
+// empty reads but cost as much in scheduling: no gain in an A/B of the full scenario.)
 //
 // Deadlines are set by the goroutine that reads or writes (fasthttp's server and
 // HostClient do), as one reader and one writer use a net.Conn; Close may come from

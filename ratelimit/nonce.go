@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -288,11 +289,9 @@ func (s *NonceStore) flush() (busy bool) {
 	if s.cfg.Transport != nil {
 		members = s.cfg.Transport.MemberNames()
 	}
+	listed := slices.ContainsFunc(members, func(m string) bool { return m != s.name })
 	s.aloneMu.Lock()
-	alone := time.Since(s.peerSeen) > aloneAfter
-	for _, m := range members {
-		alone = alone && m == s.name
-	}
+	alone := !listed && time.Since(s.peerSeen) > aloneAfter
 	s.alone.Store(alone)
 	s.aloneMu.Unlock()
 	var fresh []byte
@@ -319,11 +318,9 @@ func (s *NonceStore) flush() (busy bool) {
 	// The lowest acknowledgement among live members.
 	self := s.name
 	minAck := s.seq
-	listed := false
 	s.ackMu.Lock()
 	for _, m := range members {
 		if m != self {
-			listed = true
 			minAck = min(minAck, s.acked[m])
 		}
 	}
