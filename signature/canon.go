@@ -63,7 +63,7 @@ func appendStringToSign(dst []byte, req *fasthttp.Request, x *headerIndex, path 
 func appendSignedHeaders(dst []byte, x *headerIndex) []byte {
 	var arr [inlineHeaders][]byte
 	names := splitHeaderList(arr[:0], get(x, lowerSignatureHeaders))
-	slices.SortFunc(names, bytes.Compare)
+	sortNames(names)
 	for _, name := range names {
 		dst = append(dst, name...)
 		dst = append(dst, ':')
@@ -86,8 +86,8 @@ func splitHeaderList(names [][]byte, list []byte) [][]byte {
 		}
 		name = trimOWS(name)
 		if len(name) == 0 ||
-			bytes.EqualFold(name, []byte(HeaderSignature)) ||
-			bytes.EqualFold(name, []byte(HeaderSignatureHeaders)) {
+			len(name) == len(HeaderSignature) && equalFold(name, HeaderSignature) ||
+			len(name) == len(HeaderSignatureHeaders) && equalFold(name, HeaderSignatureHeaders) {
 			continue
 		}
 		names = append(names, name)
