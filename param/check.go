@@ -42,6 +42,7 @@ type checker struct {
 	enum      []string
 	enumSet   map[string]struct{} // for long enums; nil when enum is short
 	re        *regexp.Regexp
+	reClass   *byteClassRegex // re's fast path, when it has that shape
 	errType   *Error
 	errMin    *Error
 	errMax    *Error
@@ -106,7 +107,11 @@ func (c *checker) check(v []byte) *Error {
 	if c.enum != nil && !c.inEnum(v) {
 		return c.errEnum
 	}
-	if c.re != nil && !c.re.Match(v) {
+	if c.reClass != nil {
+		if !c.reClass.match(v) {
+			return c.errRegex
+		}
+	} else if c.re != nil && !c.re.Match(v) {
 		return c.errRegex
 	}
 	if c.guard {

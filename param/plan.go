@@ -272,6 +272,7 @@ func compileParam(d *fsm.Param, pathParamNames []string, guard bool) (param, err
 			return cp, fmt.Errorf("regex: %v", err)
 		}
 		c.re = re
+		c.reClass = compileByteClass(d.Regex)
 		c.errRegex = newError(KindInvalid, d.Name, "regex "+d.Regex)
 	}
 	if len(d.Enum) > 0 {
