@@ -53,8 +53,12 @@ var standardPrefixes = [...]string{
 // The prefixes are tried first: they are a few byte comparisons, and on a signed call
 // most headers are X-Ca-*, which the map would miss.
 func StandardHeader(name []byte) bool {
+	if len(name) == 0 {
+		return false
+	}
+	first := lower(name[0])
 	for _, p := range standardPrefixes {
-		if len(name) > len(p) && bytesEqualFold(name[:len(p)], p) {
+		if p[0] == first && len(name) > len(p) && bytesEqualFold(name[:len(p)], p) {
 			return true
 		}
 	}
