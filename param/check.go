@@ -276,9 +276,16 @@ func bytesEqualFold(b []byte, s string) bool {
 	return true
 }
 
-func lower(c byte) byte {
-	if c >= 'A' && c <= 'Z' {
-		return c + 'a' - 'A'
+func lower(c byte) byte { return lowerTable[c] }
+
+// lowerTable maps ASCII capitals to small letters and every other byte to itself: a
+// load, where the compare and branch per byte showed in header-name comparisons.
+var lowerTable = func() (t [256]byte) {
+	for i := range t {
+		t[i] = byte(i)
 	}
-	return c
-}
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = byte(c + 'a' - 'A')
+	}
+	return t
+}()
