@@ -33,12 +33,16 @@ import (
 // already. Yielding the goroutine between a backend write and its read halved those
 // empty reads but cost as much in scheduling: no gain in an A/B of the full scenario.)
 //
+// On Linux its reads and writes are raw system calls through the poller (rawIO),
+// which keep the runtime's monitor from handing Ps between threads under load.
+//
 // Deadlines are set by the goroutine that reads or writes (fasthttp's server and
 // HostClient do), as one reader and one writer use a net.Conn; Close may come from
 // anywhere.
 type fastConn struct {
 	net.Conn
 	rd, wd lazyDeadline
+	raw    *rawIO // nil: net.Conn's own Read and Write
 }
 
 // deadlineSlack is how late a deadline may fire. Timeouts of the data plane are
@@ -81,15 +85,30 @@ func (d *lazyDeadline) fired(now time.Time) (arm time.Time, retry bool) {
 // newFastConn wraps c when it is a TCP connection; other connections (in-memory test
 // listeners) are returned as they are.
 func newFastConn(c net.Conn) net.Conn {
-	if _, ok := c.(*net.TCPConn); !ok {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
 		return c
 	}
-	return &fastConn{Conn: c}
+	return &fastConn{Conn: c, raw: newRawIO(tc)}
+}
+
+func (c *fastConn) read(p []byte) (int, error) {
+	if c.raw != nil {
+		return c.raw.read(p)
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *fastConn) write(p []byte) (int, error) {
+	if c.raw != nil {
+		return c.raw.write(p)
+	}
+	return c.Conn.Write(p)
 }
 
 func (c *fastConn) Read(p []byte) (int, error) {
 	for {
-		n, err := c.Conn.Read(p)
+		n, err := c.read(p)
 		if err == nil || n > 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
 			return n, err
 		}
@@ -106,7 +125,7 @@ func (c *fastConn) Read(p []byte) (int, error) {
 func (c *fastConn) Write(p []byte) (int, error) {
 	written := 0
 	for {
-		n, err := c.Conn.Write(p[written:])
+		n, err := c.write(p[written:])
 		written += n
 		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
 			return written, err
