@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/bits"
 	"net"
 	"net/netip"
 	"net/url"
@@ -473,11 +474,15 @@ func stripHopByHop[H hopHeaders](h H, c *Call, extra string, present uint16) {
 const hopConnection, extraBit = 0, 1 << 15
 
 // hopBits returns k's bit in stripHopByHop's present set: 1<<i for
-// hopByHopHeaders[i], extraBit for extra, or 0.
+// hopByHopHeaders[i], extraBit for extra, or 0. It runs for every header of every
+// message, so it compares k only with the names of its length.
 func hopBits(k []byte, extra string) uint16 {
-	for i, name := range hopByHopHeaders {
-		if len(k) == len(name) && string(k) == name {
-			return 1 << i
+	if len(k) < len(hopByLength) {
+		for m := hopByLength[len(k)]; m != 0; m &= m - 1 {
+			i := bits.TrailingZeros16(m)
+			if string(k) == hopByHopHeaders[i] {
+				return 1 << i
+			}
 		}
 	}
 	if extra != "" && string(k) == extra {
@@ -485,6 +490,14 @@ func hopBits(k []byte, extra string) uint16 {
 	}
 	return 0
 }
+
+// hopByLength[n] is the set of hopByHopHeaders of length n.
+var hopByLength = func() (t [20]uint16) {
+	for i, name := range hopByHopHeaders {
+		t[len(name)] |= 1 << i
+	}
+	return t
+}()
 
 func stripRequestHopByHop(h *fasthttp.RequestHeader, c *Call, extra string) {
 	var present uint16
