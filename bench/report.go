@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -71,7 +72,14 @@ type row struct {
 	CPUSeconds    float64   `json:"cpuSeconds"`
 	CPUPer10k     float64   `json:"cpuSecondsPer10k"`
 	CPURatioNginx float64   `json:"cpuRatioToNginx,omitempty"`
-	BackendCPU10k float64   `json:"backendCpuSecondsPer10k"`
+	// RoundCPU10k is CPUPer10k round by round; RoundCPURatio the ratio to nginx's in
+	// the same round, and CPURatioMedian their median: a round's targets run back to
+	// back, so a slow spell of the machine that spans a round cancels out of its ratio
+	// where it does not out of the whole run's.
+	RoundCPU10k    []float64 `json:"roundCpuSecondsPer10k"`
+	RoundCPURatio  []float64 `json:"roundCpuRatioToNginx,omitempty"`
+	CPURatioMedian float64   `json:"cpuRatioToNginxMedianOfRounds,omitempty"`
+	BackendCPU10k  float64   `json:"backendCpuSecondsPer10k"`
 	// KernelShare is the percentage of the target's CPU spent in the kernel.
 	KernelShare    float64 `json:"kernelSharePercent"`
 	Errors         int64   `json:"transportErrors"`
@@ -132,6 +140,9 @@ func (r *report) add(sc, t string, res loadResult, cpu, backendCPU cpuTimes) {
 	if res.Seconds > 0 {
 		x.RoundRPS = append(x.RoundRPS, round(float64(res.Requests)/res.Seconds, 0))
 	}
+	if res.Requests > 0 {
+		x.RoundCPU10k = append(x.RoundCPU10k, round(cpu.total/float64(res.Requests)*1e4, 4))
+	}
 	x.Errors += res.Errors
 	x.BadStatus += res.BadCode
 	x.BadBody += res.BadBody
@@ -183,6 +194,15 @@ func (r *report) finish() {
 			if n.CPUPer10k > 0 {
 				x.CPURatioNginx = round(x.CPUPer10k/n.CPUPer10k, 3)
 			}
+			if len(x.RoundCPU10k) == len(n.RoundCPU10k) {
+				x.RoundCPURatio = nil
+				for i, c := range x.RoundCPU10k {
+					if n.RoundCPU10k[i] > 0 {
+						x.RoundCPURatio = append(x.RoundCPURatio, round(c/n.RoundCPU10k[i], 3))
+					}
+				}
+				x.CPURatioMedian = median(x.RoundCPURatio)
+			}
 		}
 	}
 	var sorted []*row
@@ -202,21 +222,21 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "\n`%s` — %s, %d CPUs, %s, %s; %d conns, %d rounds × %v per target (+%v warm-up); load average at start %s\n\n",
 		r.Command, r.Host.CPU, r.Host.CPUs, r.Host.Go, orDash(r.Host.Nginx), r.Options.Conns, r.Options.Rounds,
 		r.Options.Duration, r.Options.Warmup, r.Host.LoadAvg)
-	b.WriteString("| scenario | target | req/s | ± rounds | p50 ms | p99 ms | p99.9 ms | ×direct | ×nginx | p99 − nginx ms | CPU s/10k req | CPU ×nginx | kernel % | errors |\n")
-	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| scenario | target | req/s | ± rounds | p50 ms | p99 ms | p99.9 ms | ×direct | ×nginx | p99 − nginx ms | CPU s/10k req | CPU ×nginx | CPU ×nginx, median of rounds | kernel % | errors |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, x := range r.Rows {
 		if x.Skipped != "" || x.Requests == 0 {
 			why := x.Skipped
 			if why == "" {
 				why = "no answers"
 			}
-			fmt.Fprintf(&b, "| %s | %s | skipped: %s | | | | | | | | | | | |\n", x.Scenario, x.Target, mdEscape(why))
+			fmt.Fprintf(&b, "| %s | %s | skipped: %s | | | | | | | | | | | | |\n", x.Scenario, x.Target, mdEscape(why))
 			continue
 		}
-		fmt.Fprintf(&b, "| %s | %s | %.0f | %s | %.2f | %.2f | %.2f | %s | %s | %s | %.3f | %s | %.0f | %d |\n",
+		fmt.Fprintf(&b, "| %s | %s | %.0f | %s | %.2f | %.2f | %.2f | %s | %s | %s | %.3f | %s | %s | %.0f | %d |\n",
 			x.Scenario, x.Target, x.RPS, spread(x), x.P50, x.P99, x.P999,
 			ratio(x.RatioDirect), ratio(x.RatioNginx), signed(x.P99OverNginx, x.RatioNginx > 0),
-			x.CPUPer10k, ratio(x.CPURatioNginx), x.KernelShare, x.Errors+x.BadStatus+x.BadBody)
+			x.CPUPer10k, ratio(x.CPURatioNginx), ratio(x.CPURatioMedian), x.KernelShare, x.Errors+x.BadStatus+x.BadBody)
 	}
 	if len(r.Notes) > 0 {
 		b.WriteString("\n")
@@ -308,4 +328,17 @@ func randHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// median returns the median of v (the mean of the middle two for an even count), or 0.
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(v))
+	m := len(s) / 2
+	if len(s)%2 == 1 {
+		return s[m]
+	}
+	return round((s[m-1]+s[m])/2, 3)
 }
