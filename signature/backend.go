@@ -60,7 +60,7 @@ func (k *BackendKey) Sign(req *fasthttp.Request, headers []string, sc *Scratch) 
 	for _, name := range headers {
 		ns.add([]byte(name))
 	}
-	names := ns.sorted()
+	names := ns.sorted(x)
 
 	b := append(sc.sts[:0], h.Method()...)
 	b = append(b, '\n')
@@ -69,10 +69,10 @@ func (k *BackendKey) Sign(req *fasthttp.Request, headers []string, sc *Scratch) 
 		b = base64.StdEncoding.AppendEncode(b, d[:])
 	}
 	b = append(b, '\n')
-	for _, name := range names {
+	for i, name := range names {
 		b = append(b, name...)
 		b = append(b, ':')
-		b = append(b, get(x, name)...)
+		b = append(b, ns.vals[i]...)
 		b = append(b, '\n')
 	}
 	// The path as fasthttp will write it, decoded: what a backend reads as its path

@@ -1,46 +1,55 @@
 package signature
 
-import (
-	"bytes"
-	"slices"
-)
+import "bytes"
 
-// nameSet collects lower-cased header names without allocating once grown: the bytes
-// go into one buffer, and the slices into it are cut only after the last append, so a
-// growing buffer never leaves a slice pointing into its old copy.
+// nameSet collects the lower-cased names of the headers a signature covers, with
+// their values, without allocating once grown. Names are copied into one buffer and
+// referred to by offsets until sorted cuts them, so a growing buffer never leaves a
+// slice pointing into its old copy; entries are small, so the sort moves little.
 type nameSet struct {
 	buf   []byte
-	ends  []int
-	names [][]byte
-	list  []byte
+	ents  []nameEnt
+	names [][]byte // after sorted: the names, sorted and deduplicated
+	vals  [][]byte // after sorted: vals[i] is the value of names[i]
+	list  []byte   // after sorted: the names joined by commas
+}
+
+// nameEnt is a name in buf[start:end], and the index in the headerIndex of the
+// header it came from, or -1 when sorted must look the value up.
+type nameEnt struct {
+	start, end, hdr int32
 }
 
 func (ns *nameSet) reset() {
-	ns.buf, ns.ends, ns.names = ns.buf[:0], ns.ends[:0], ns.names[:0]
+	ns.buf, ns.ents = ns.buf[:0], ns.ents[:0]
+	ns.names, ns.vals = ns.names[:0], ns.vals[:0]
 }
 
-func (ns *nameSet) add(name []byte) {
+// add adds a name that sorted looks up in the index.
+func (ns *nameSet) add(name []byte) { ns.addEnt(name, -1) }
+
+func (ns *nameSet) addEnt(name []byte, hdr int) {
 	start := len(ns.buf)
 	ns.buf = append(ns.buf, name...)
 	low := ns.buf[start:]
 	for i, c := range low {
 		low[i] = lowerTable[c]
 	}
-	ns.ends = append(ns.ends, len(ns.buf))
+	ns.ents = append(ns.ents, nameEnt{start: int32(start), end: int32(len(ns.buf)), hdr: int32(hdr)})
 }
 
 // addXCa adds every indexed header named X-Ca-*. It reports whether none of them is
 // one of the backend signature's own headers, which BackendKey.Sign replaces.
 func (ns *nameSet) addXCa(x *headerIndex) (noProxySignature bool) {
 	noProxySignature = true
-	for _, name := range x.keys {
+	for i, name := range x.keys {
 		if !hasPrefixFold(name, "x-ca-") {
 			continue
 		}
 		if isProxySignatureHeader(name) {
 			noProxySignature = false
 		}
-		ns.add(name)
+		ns.addEnt(name, i)
 	}
 	return noProxySignature
 }
@@ -52,22 +61,36 @@ func isProxySignatureHeader(name []byte) bool {
 		len(name) == len(HeaderProxySignatureSecretKey) && equalFold(name, HeaderProxySignatureSecretKey)
 }
 
-// sorted cuts the names, sorts and dedups them, and returns them; ns.list then holds
-// them joined by commas.
-func (ns *nameSet) sorted() [][]byte {
-	start := 0
-	for _, end := range ns.ends {
-		ns.names = append(ns.names, ns.buf[start:end])
-		start = end
+// sorted sorts the names and drops repeats, keeping the first of equal names (so a
+// header sent twice signs its first value, as get reads it). It fills ns.names,
+// ns.vals (values from x) and ns.list, and returns ns.names.
+func (ns *nameSet) sorted(x *headerIndex) [][]byte {
+	buf, ents := ns.buf, ns.ents
+	name := func(e nameEnt) []byte { return buf[e.start:e.end] }
+	// Insertion sort, stable: a dozen names, often nearly in order.
+	for i := 1; i < len(ents); i++ {
+		for j := i; j > 0 && bytes.Compare(name(ents[j]), name(ents[j-1])) < 0; j-- {
+			ents[j], ents[j-1] = ents[j-1], ents[j]
+		}
 	}
-	sortNames(ns.names)
-	ns.names = slices.CompactFunc(ns.names, bytes.Equal)
 	ns.list = ns.list[:0]
-	for i, n := range ns.names {
-		if i > 0 {
+	for i, e := range ents {
+		n := name(e)
+		if i > 0 && bytes.Equal(n, name(ents[i-1])) {
+			continue
+		}
+		var v []byte
+		if e.hdr >= 0 {
+			v = x.vals[e.hdr]
+		} else {
+			v = get(x, n)
+		}
+		if len(ns.names) > 0 {
 			ns.list = append(ns.list, ',')
 		}
 		ns.list = append(ns.list, n...)
+		ns.names = append(ns.names, n)
+		ns.vals = append(ns.vals, v)
 	}
 	return ns.names
 }

@@ -107,7 +107,7 @@ func (s *Signer) AppendSign(dst []byte, req *fasthttp.Request) []byte {
 	for _, k := range s.Headers {
 		sc.names.add([]byte(k))
 	}
-	sc.names.sorted()
+	sc.names.sorted(&sc.hx)
 	h.SetBytesV(HeaderSignatureHeaders, sc.names.list)
 
 	path := req.URI().RequestURI()
