@@ -35,6 +35,8 @@
 // target's processes (and of their children, such as nginx workers) is read from
 // /proc before and after each segment, user and system apart: the "kernel %"
 // column is the system share, what no change to the pipeline's own code can cut.
+// "CPU ×nginx" divides the run's sums; the column after it takes the ratio round by
+// round and reports the median, which a slow spell spanning one round leaves alone.
 //
 // Output: a progress line on stderr, a markdown table on stdout, and under
 // bench/results/ a timestamped JSON file, latest.json, latest.md and latest.svg.
