@@ -276,16 +276,9 @@ func bytesEqualFold(b []byte, s string) bool {
 	return true
 }
 
-func lower(c byte) byte { return lowerTable[c] }
-
-// lowerTable maps ASCII capitals to small letters and every other byte to itself: a
-// load, where the compare and branch per byte showed in header-name comparisons.
-var lowerTable = func() (t [256]byte) {
-	for i := range t {
-		t[i] = byte(i)
+func lower(c byte) byte {
+	if c >= 'A' && c <= 'Z' {
+		return c + 'a' - 'A'
 	}
-	for c := 'A'; c <= 'Z'; c++ {
-		t[c] = byte(c + 'a' - 'A')
-	}
-	return t
-}()
+	return c
+}
