@@ -162,10 +162,32 @@ func (c *checker) injection(v []byte) *Error {
 	if sqli, _ := libinjection.IsSQLi(s); sqli {
 		return c.errSQLi
 	}
-	if libinjection.IsXSS(s) {
+	if mayBeXSS(v) && libinjection.IsXSS(s) {
 		return c.errXSS
 	}
 	return nil
+}
+
+// xssSyntax marks the bytes without which libinjection's XSS check cannot flag a
+// value: it flags tags, comments and attributes, and a value with none of these bytes
+// stays one run of text, or one attribute value, in every context it tries. The
+// check allocates about fifty times per value, so values like "paris" or "42" skip
+// it (FuzzXSSPrefilter holds this against libinjection itself).
+var xssSyntax = func() (t [256]bool) {
+	for _, c := range "<>'\"`/=&\x00 \t\n\v\f\r" {
+		t[c] = true
+	}
+	return t
+}()
+
+// mayBeXSS reports whether v holds a byte that libinjection's XSS check needs.
+func mayBeXSS(v []byte) bool {
+	for _, c := range v {
+		if xssSyntax[c] {
+			return true
+		}
+	}
+	return false
 }
 
 // unsafeString views b as a string without copying. Only for calls that do not keep
