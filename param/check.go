@@ -171,7 +171,7 @@ func (c *checker) injection(v []byte) *Error {
 // xssSyntax marks the bytes without which libinjection's XSS check cannot flag a
 // value: it flags tags, comments and attributes, and a value with none of these bytes
 // stays one run of text, or one attribute value, in every context it tries. The
-// check allocates about fifty times per value, so values like "paris" or "42" skip
+// check allocates ~56 times per value, so values like "paris" or "42" skip
 // it (FuzzXSSPrefilter holds this against libinjection itself).
 var xssSyntax = func() (t [256]bool) {
 	for _, c := range "<>'\"`/=&\x00 \t\n\v\f\r" {

@@ -68,8 +68,7 @@ func (r *rawIO) doWrite(fd uintptr) bool {
 		switch e {
 		case 0:
 			if n == 0 {
-				r.we = syscall.EIO // as io.ErrUnexpectedEOF below
-				return true
+				return true // nothing taken and no error: write reports it short
 			}
 			r.wn += min(int(n), len(rest))
 			continue
@@ -114,10 +113,11 @@ func (r *rawIO) write(p []byte) (int, error) {
 	switch {
 	case err != nil:
 		return n, renameOp(err, "write")
-	case e == syscall.EIO && n < len(p):
-		return n, io.ErrUnexpectedEOF
 	case e != 0:
 		return n, r.opError("write", e)
+	case n < len(p):
+		// The socket took nothing and said nothing, as internal/poll reports it.
+		return n, io.ErrUnexpectedEOF
 	}
 	return n, nil
 }
