@@ -208,7 +208,7 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 			for k := range active {
 				t := active[(k+r)%len(active)]
 				label := fmt.Sprintf("[%d/%d %s] round %d/%d %-9s", si+1, len(scs), sc.name, r+1, o.Rounds, t.name)
-				res, cpu, bcpu, err := measure(ctx, l, t, sc, o, func(el time.Duration, n int64) {
+				res, cpu, err := measure(ctx, l, t, sc, o, func(el time.Duration, n int64) {
 					p.live(fmt.Sprintf("%s %4.1f/%.1fs %8.0f req/s", label, el.Seconds(), o.Duration.Seconds(), float64(n)/el.Seconds()))
 				})
 				if ctx.Err() != nil {
@@ -217,7 +217,7 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 				if err != nil {
 					note("%s/%s round %d: %v", sc.name, t.name, r+1, err)
 				}
-				rep.add(sc.name, t.name, res, cpu, bcpu)
+				rep.add(sc.name, t.name, res, cpu)
 				p.line(fmt.Sprintf("%s %8.0f req/s  p99 %.2f ms", label, float64(res.Requests)/res.Seconds, ms(res.hist.ValueAtQuantile(99))))
 			}
 		}
@@ -236,21 +236,33 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 	return rep, nil
 }
 
-// measure runs one segment against t, with CPU seconds of the target's
-// processes and of the backend over the measured part.
-func measure(ctx context.Context, l *lab, t *target, sc *scenario, o options, progress func(time.Duration, int64)) (res loadResult, cpu, backendCPU cpuTimes, err error) {
-	var c0, b0 cpuTimes
+// segmentCPU is the CPU seconds of one measured segment: the target's processes,
+// the backend's, and the bench's own (the load generator, which shares the cores).
+type segmentCPU struct{ target, backend, loadgen cpuTimes }
+
+// measure runs one segment against t, with the CPU seconds of the target, the
+// backend and the load generator over the measured part.
+func measure(ctx context.Context, l *lab, t *target, sc *scenario, o options, progress func(time.Duration, int64)) (res loadResult, cpu segmentCPU, err error) {
+	var c0, b0, g0 cpuTimes
 	res, err = runLoad(ctx, loadSpec{
 		addrs: t.addrs, conns: o.Conns, warmup: o.Warmup, duration: o.Duration,
-		build:    func(conn int) buildFunc { return sc.newBuilder(l.env, conn) },
-		onStart:  func() { c0, b0 = treeCPU(t.pids()...), treeCPU(l.backend.pid()) },
-		onEnd:    func() { cpu, backendCPU = treeCPU(t.pids()...).sub(c0), treeCPU(l.backend.pid()).sub(b0) },
+		build: func(conn int) buildFunc { return sc.newBuilder(l.env, conn) },
+		onStart: func() {
+			c0, b0, g0 = treeCPU(t.pids()...), treeCPU(l.backend.pid()), selfCPU()
+		},
+		onEnd: func() {
+			cpu = segmentCPU{
+				target:  treeCPU(t.pids()...).sub(c0),
+				backend: treeCPU(l.backend.pid()).sub(b0),
+				loadgen: selfCPU().sub(g0),
+			}
+		},
 		progress: progress,
 	}, sc.body)
 	if res.hist == nil {
 		res.hist = newHist()
 	}
-	return res, cpu, backendCPU, err
+	return res, cpu, err
 }
 
 // profileScenario runs one more, unreported Tollgate segment while fetching
@@ -280,7 +292,7 @@ func profileScenario(ctx context.Context, l *lab, n *tollgateNode, active []*tar
 	po := o
 	po.Duration = time.Duration(secs)*time.Second + 500*time.Millisecond
 	label := fmt.Sprintf("[%s] profiling tollgate", sc.name)
-	if _, _, _, err := measure(ctx, l, t, sc, po, func(el time.Duration, k int64) {
+	if _, _, err := measure(ctx, l, t, sc, po, func(el time.Duration, k int64) {
 		p.live(fmt.Sprintf("%s %4.1fs %8.0f req/s", label, el.Seconds(), float64(k)/el.Seconds()))
 	}); err != nil {
 		return err

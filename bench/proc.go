@@ -257,6 +257,16 @@ func treeCPU(roots ...int) cpuTimes {
 	return cpuTimes{float64(ticks) / clockTicks, float64(sys) / clockTicks}
 }
 
+// selfCPU returns the CPU seconds the bench process itself has used, without its
+// children (the targets, the backend).
+func selfCPU() cpuTimes {
+	st, err := readStat(os.Getpid())
+	if err != nil {
+		return cpuTimes{}
+	}
+	return cpuTimes{float64(st.utime+st.stime) / clockTicks, float64(st.stime) / clockTicks}
+}
+
 // repoRoot finds the directory holding this module's go.mod, walking up from
 // the working directory; "" when there is none.
 func repoRoot() string {

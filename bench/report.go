@@ -80,6 +80,10 @@ type row struct {
 	RoundCPURatio  []float64 `json:"roundCpuRatioToNginx,omitempty"`
 	CPURatioMedian float64   `json:"cpuRatioToNginxMedianOfRounds,omitempty"`
 	BackendCPU10k  float64   `json:"backendCpuSecondsPer10k"`
+	// LoadgenCPU10k is the bench's own CPU per 10k requests (it shares the cores with
+	// the target), and RoundLoadgenCPU10k the same round by round.
+	LoadgenCPU10k      float64   `json:"loadgenCpuSecondsPer10k"`
+	RoundLoadgenCPU10k []float64 `json:"roundLoadgenCpuSecondsPer10k"`
 	// KernelShare is the percentage of the target's CPU spent in the kernel.
 	KernelShare    float64 `json:"kernelSharePercent"`
 	Errors         int64   `json:"transportErrors"`
@@ -87,6 +91,7 @@ type row struct {
 	BadBody        int64   `json:"badBody"`
 	hist           *hdrhistogram.Histogram
 	backendCPUSecs float64
+	loadgenCPUSecs float64
 	sysSeconds     float64
 }
 
@@ -133,7 +138,8 @@ func (r *report) row(sc, t string) *row {
 func (r *report) skip(sc, t, why string) { r.row(sc, t).Skipped = why }
 
 // add folds one segment into its row.
-func (r *report) add(sc, t string, res loadResult, cpu, backendCPU cpuTimes) {
+func (r *report) add(sc, t string, res loadResult, seg segmentCPU) {
+	cpu := seg.target
 	x := r.row(sc, t)
 	x.Requests += res.Requests
 	x.Seconds += res.Seconds
@@ -142,13 +148,15 @@ func (r *report) add(sc, t string, res loadResult, cpu, backendCPU cpuTimes) {
 	}
 	if res.Requests > 0 {
 		x.RoundCPU10k = append(x.RoundCPU10k, round(cpu.total/float64(res.Requests)*1e4, 4))
+		x.RoundLoadgenCPU10k = append(x.RoundLoadgenCPU10k, round(seg.loadgen.total/float64(res.Requests)*1e4, 4))
 	}
 	x.Errors += res.Errors
 	x.BadStatus += res.BadCode
 	x.BadBody += res.BadBody
 	x.CPUSeconds += cpu.total
 	x.sysSeconds += cpu.sys
-	x.backendCPUSecs += backendCPU.total
+	x.backendCPUSecs += seg.backend.total
+	x.loadgenCPUSecs += seg.loadgen.total
 	if res.hist != nil {
 		x.hist.Merge(res.hist)
 	}
@@ -171,6 +179,7 @@ func (r *report) finish() {
 		if x.Requests > 0 {
 			x.CPUPer10k = round(x.CPUSeconds/float64(x.Requests)*1e4, 4)
 			x.BackendCPU10k = round(x.backendCPUSecs/float64(x.Requests)*1e4, 4)
+			x.LoadgenCPU10k = round(x.loadgenCPUSecs/float64(x.Requests)*1e4, 4)
 		}
 		if x.CPUSeconds > 0 {
 			x.KernelShare = round(x.sysSeconds/x.CPUSeconds*100, 1)
