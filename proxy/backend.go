@@ -398,9 +398,11 @@ func (h *httpBackend) serve(c *Call) bool {
 		k.Sign(req, h.sigHeaders, &c.sig)
 	}
 
-	start := time.Now()
+	// Offsets from c.Start read only the monotonic clock: time.Now reads the wall
+	// clock as well, which nothing here needs.
+	sent := time.Since(c.Start)
 	err := h.client.DoTimeout(req, &ctx.Response, h.timeout)
-	c.BackendTime = time.Since(start)
+	c.BackendTime = time.Since(c.Start) - sent
 	if err != nil {
 		return c.Fail(backendError(err))
 	}
