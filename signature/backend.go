@@ -50,9 +50,7 @@ func (k *BackendKey) Sign(req *fasthttp.Request, headers []string, sc *Scratch) 
 	ns.reset()
 	if !ns.addXCa(x) {
 		// A client sent headers of the backend signature: they go, and are not signed.
-		h.Del(HeaderProxySignature)
-		h.Del(HeaderProxySignatureHeaders)
-		h.Del(HeaderProxySignatureSecretKey)
+		stripProxySignature(h)
 		x.build(h)
 		ns.reset()
 		ns.addXCa(x)
@@ -87,6 +85,13 @@ func (k *BackendKey) Sign(req *fasthttp.Request, headers []string, sc *Scratch) 
 	h.SetCanonical(canonProxySignatureSecretKey, k.keyB)
 	h.SetCanonical(canonProxySignatureHeaders, ns.list)
 	h.SetCanonical(canonProxySignature, sc.ms.signature(k.secret, HmacSHA256, sc.sts))
+}
+
+// stripProxySignature deletes the backend signature's headers from h.
+func stripProxySignature(h *fasthttp.RequestHeader) {
+	h.DelBytes(canonProxySignature)
+	h.DelBytes(canonProxySignatureHeaders)
+	h.DelBytes(canonProxySignatureSecretKey)
 }
 
 var (
