@@ -130,8 +130,8 @@ func (t *nonceTable) resize(size int) {
 	// a slot before it writes one: a read fault maps the kernel's shared zero page, the
 	// write then faults again to copy it and flushes the TLB of every core running the
 	// node, an interrupt between the two vCPUs. Writing first halves the faults and
-	// drops the flushes (1.1% of the node's CPU under the bench's signed load, all of
-	// it in these faults).
+	// drops the flushes, which took 1.1% of the node's CPU under the bench's signed
+	// load.
 	clear(t.slots)
 	t.hand = 0
 	mask := size - 1
