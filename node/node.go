@@ -442,6 +442,12 @@ func (n *Node) secretLoop() {
 		if n.raft.State() != raft.Leader || !caughtUp {
 			continue
 		}
+		// Again: the loop's check ran before the tick, and catching up may have
+		// replayed the secret since. Proposing anyway wrote a spurious entry at every
+		// restart (the state's index moved with nothing changed).
+		if n.fsm.State().ClusterSecret != "" {
+			return
+		}
 		if _, err := n.propose(fsm.CmdInitCluster, &fsm.InitCluster{Secret: randomHex(32)}); err != nil {
 			n.log.Warn("could not set the cluster secret; retrying", "err", err)
 		}

@@ -371,7 +371,7 @@ func TestE2E_ApplyDeployRollbackRestart(t *testing.T) {
 	bj, _ := json.Marshal(before)
 	aj, _ := json.Marshal(after)
 	if !bytes.Equal(bj, aj) {
-		t.Fatalf("state after restart differs:\nbefore %s\nafter  %s", bj, aj)
+		t.Fatalf("state after restart differs:\nbefore %s\nafter  %s\nlog:\n%s", bj, aj, p.log)
 	}
 	if _, _, body := p.call("GET", "shop.localhost", "/items/9", nil); decodeEcho(t, body).Path != "/v1/items/9" {
 		t.Fatalf("after restart: %s", body)
