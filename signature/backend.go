@@ -79,7 +79,7 @@ func (k *BackendKey) Sign(req *fasthttp.Request, headers []string, sc *Scratch) 
 	if i := bytes.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
 	}
-	sc.sts = appendPathAndParameters(b, req, path, true)
+	sc.sts = appendPathAndParameters(b, req, x, path, true)
 
 	// The names are canonical already: SetCanonical skips normalizing them again.
 	h.SetCanonical(canonProxySignatureSecretKey, k.keyB)

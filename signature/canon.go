@@ -11,9 +11,9 @@ import (
 // param is one query or form parameter, key and value decoded.
 type param struct{ k, v []byte }
 
-// inlineParams and inlineHeaders size the stack arrays the canonicalizer sorts in.
-// Requests with more parameters or signed headers still work: the slice then grows
-// on the heap, for that request only.
+// inlineParams and inlineHeaders size a headerIndex's sorting space when it is first
+// used. Requests with more parameters or signed headers still work: the space grows
+// once and stays grown.
 const (
 	inlineParams  = 32
 	inlineHeaders = 24
@@ -26,7 +26,7 @@ const (
 // documentation for the rules.
 //
 // It allocates nothing once dst has room, for up to 32 parameters and 24 signed
-// headers. It parses req's query and form arguments (as req.URI().QueryArgs() and
+// headers, beyond a pooled index's first use. It parses req's query and form arguments (as req.URI().QueryArgs() and
 // req.PostArgs() do), so it is not safe to call concurrently with anything else that
 // uses req.
 func AppendStringToSign(dst []byte, req *fasthttp.Request) []byte {
@@ -55,14 +55,16 @@ func appendStringToSign(dst []byte, req *fasthttp.Request, x *headerIndex, path 
 	dst = append(dst, get(x, lowerDate)...)
 	dst = append(dst, '\n')
 	dst = appendSignedHeaders(dst, x)
-	return appendPathAndParameters(dst, req, path, decodePath)
+	return appendPathAndParameters(dst, req, x, path, decodePath)
 }
 
 // appendSignedHeaders appends "name:value\n" for each name in X-Ca-Signature-Headers,
 // names as the client wrote them, looked up ignoring case.
 func appendSignedHeaders(dst []byte, x *headerIndex) []byte {
-	var arr [inlineHeaders][]byte
-	names := splitHeaderList(arr[:0], get(x, lowerSignatureHeaders))
+	if x.names == nil {
+		x.names = make([][]byte, 0, inlineHeaders)
+	}
+	names := splitHeaderList(x.names[:0], get(x, lowerSignatureHeaders))
 	sortNames(names)
 	for _, name := range names {
 		dst = append(dst, name...)
@@ -70,6 +72,8 @@ func appendSignedHeaders(dst []byte, x *headerIndex) []byte {
 		dst = append(dst, get(x, name)...)
 		dst = append(dst, '\n')
 	}
+	clear(names) // no reference into this request outlives the call
+	x.names = names[:0]
 	return dst
 }
 
@@ -106,8 +110,8 @@ func trimOWS(b []byte) []byte {
 }
 
 // appendPathAndParameters appends the path ("/" when empty) and the sorted query and
-// form parameters of req.
-func appendPathAndParameters(dst []byte, req *fasthttp.Request, path []byte, decodePath bool) []byte {
+// form parameters of req, sorting them in x's space.
+func appendPathAndParameters(dst []byte, req *fasthttp.Request, x *headerIndex, path []byte, decodePath bool) []byte {
 	if len(path) == 0 {
 		dst = append(dst, '/')
 	} else if decodePath {
@@ -115,8 +119,10 @@ func appendPathAndParameters(dst []byte, req *fasthttp.Request, path []byte, dec
 	} else {
 		dst = append(dst, path...)
 	}
-	var arr [inlineParams]param
-	ps := arr[:0]
+	if x.params == nil {
+		x.params = make([]param, 0, inlineParams)
+	}
+	ps := x.params[:0]
 	// fasthttp decodes arguments the way the SDKs' query parsers do: %XX and '+' as a
 	// space, malformed escapes kept as written. It skips pairs with empty key and value.
 	for k, v := range req.URI().QueryArgs().All() {
@@ -127,7 +133,10 @@ func appendPathAndParameters(dst []byte, req *fasthttp.Request, path []byte, dec
 			ps = append(ps, param{k, v})
 		}
 	}
-	return appendParams(dst, ps)
+	dst = appendParams(dst, ps)
+	clear(ps)
+	x.params = ps[:0]
+	return dst
 }
 
 // appendParams sorts ps by key, stably, and appends "?k=v&k2&k3=a,b": values of a
