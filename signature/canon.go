@@ -25,10 +25,10 @@ const (
 // (escapes kept) and the sorted, decoded query and form parameters. See the package
 // documentation for the rules.
 //
-// It allocates nothing once dst has room, for up to 32 parameters and 24 signed
-// headers, beyond a pooled index's first use. It parses req's query and form arguments (as req.URI().QueryArgs() and
-// req.PostArgs() do), so it is not safe to call concurrently with anything else that
-// uses req.
+// It allocates nothing once dst has room and its pooled index has sorted once, for up
+// to 32 parameters and 24 signed headers. It parses req's query and form arguments (as
+// req.URI().QueryArgs() and req.PostArgs() do), so it is not safe to call concurrently
+// with anything else that uses req.
 func AppendStringToSign(dst []byte, req *fasthttp.Request) []byte {
 	x := indexPool.Get().(*headerIndex)
 	defer indexPool.Put(x)
@@ -72,8 +72,7 @@ func appendSignedHeaders(dst []byte, x *headerIndex) []byte {
 		dst = append(dst, get(x, name)...)
 		dst = append(dst, '\n')
 	}
-	clear(names) // no reference into this request outlives the call
-	x.names = names[:0]
+	x.names = names[:0] // kept grown; like keys and vals, valid only with this request
 	return dst
 }
 
@@ -133,10 +132,8 @@ func appendPathAndParameters(dst []byte, req *fasthttp.Request, x *headerIndex, 
 			ps = append(ps, param{k, v})
 		}
 	}
-	dst = appendParams(dst, ps)
-	clear(ps)
-	x.params = ps[:0]
-	return dst
+	x.params = ps[:0] // kept grown
+	return appendParams(dst, ps)
 }
 
 // appendParams sorts ps by key, stably, and appends "?k=v&k2&k3=a,b": values of a

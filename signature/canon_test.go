@@ -3,6 +3,8 @@ package signature
 import (
 	"strings"
 	"testing"
+
+	"github.com/valyala/fasthttp"
 )
 
 const fixedLines = "GET\n\n\n\n\n"
@@ -153,5 +155,39 @@ func TestParseMethod(t *testing.T) {
 	}
 	if _, ok := ParseMethod([]byte("HmacMD5")); ok {
 		t.Error("HmacMD5 accepted")
+	}
+}
+
+// TestSortingSpaceReused: one index canonicalizes a request with more parameters and
+// signed headers than its initial space, then small ones; each string-to-sign equals
+// the one a fresh index gives, so nothing of an earlier request leaks into a later one.
+func TestSortingSpaceReused(t *testing.T) {
+	var q, hdrs, list []string
+	for i := 49; i >= 0; i-- {
+		q = append(q, "k"+pad3(i)+"="+itoa(i))
+	}
+	for i := 29; i >= 0; i-- {
+		hdrs = append(hdrs, "x-h"+pad3(i)+": "+itoa(i))
+		list = append(list, "x-h"+pad3(i))
+	}
+	hdrs = append(hdrs, "X-Ca-Signature-Headers: "+strings.Join(list, ","))
+	reqs := []*fasthttp.Request{
+		wire(t, "GET", "/big?"+strings.Join(q, "&"), hdrs, ""),
+		wire(t, "GET", "/small?b=2&a=1", []string{"x-a: 1", "X-Ca-Signature-Headers: x-a"}, ""),
+		wire(t, "GET", "/none", nil, ""),
+		wire(t, "GET", "/big?"+strings.Join(q, "&"), hdrs, ""),
+	}
+	var reused headerIndex
+	for i, req := range reqs {
+		var fresh headerIndex
+		fresh.build(&req.Header)
+		want := string(appendStringToSign(nil, req, &fresh, req.URI().PathOriginal(), false))
+		reused.build(&req.Header)
+		if got := string(appendStringToSign(nil, req, &reused, req.URI().PathOriginal(), false)); got != want {
+			t.Fatalf("request %d with a reused index:\n got %q\nwant %q", i, got, want)
+		}
+	}
+	if cap(reused.params) < 50 || cap(reused.names) < 30 {
+		t.Errorf("the space did not stay grown: %d params, %d names", cap(reused.params), cap(reused.names))
 	}
 }
