@@ -126,6 +126,8 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 	}
 	p := newProgress(o.progress)
 	rep = newReport(o, scs)
+	probe := startCrossCPUProbe()
+	defer probe.close()
 	rep.out = o.out
 	if rep.out == "" {
 		if l.root != "" {
@@ -208,7 +210,7 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 			for k := range active {
 				t := active[(k+r)%len(active)]
 				label := fmt.Sprintf("[%d/%d %s] round %d/%d %-9s", si+1, len(scs), sc.name, r+1, o.Rounds, t.name)
-				res, cpu, err := measure(ctx, l, t, sc, o, func(el time.Duration, n int64) {
+				res, cpu, err := measure(ctx, l, t, sc, o, probe, func(el time.Duration, n int64) {
 					p.live(fmt.Sprintf("%s %4.1f/%.1fs %8.0f req/s", label, el.Seconds(), o.Duration.Seconds(), float64(n)/el.Seconds()))
 				})
 				if ctx.Err() != nil {
@@ -218,7 +220,11 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 					note("%s/%s round %d: %v", sc.name, t.name, r+1, err)
 				}
 				rep.add(sc.name, t.name, res, cpu)
-				p.line(fmt.Sprintf("%s %8.0f req/s  p99 %.2f ms", label, float64(res.Requests)/res.Seconds, ms(res.hist.ValueAtQuantile(99))))
+				placement := ""
+				if len(cpu.crossCPU) > 0 {
+					placement = fmt.Sprintf("  cross-CPU %.0f ns", median(cpu.crossCPU))
+				}
+				p.line(fmt.Sprintf("%s %8.0f req/s  p99 %.2f ms%s", label, float64(res.Requests)/res.Seconds, ms(res.hist.ValueAtQuantile(99)), placement))
 			}
 		}
 		if o.Profile {
@@ -237,24 +243,32 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 }
 
 // segmentCPU is the CPU seconds of one measured segment: the target's processes,
-// the backend's, and the bench's own (the load generator, which shares the cores).
-type segmentCPU struct{ target, backend, loadgen cpuTimes }
+// the backend's, and the bench's own (the load generator, which shares the cores);
+// and the cross-CPU round trips sampled meanwhile (see crossCPUProbe), which say
+// where the host had put the vCPUs.
+type segmentCPU struct {
+	target, backend, loadgen cpuTimes
+	crossCPU                 []float64 // ns
+}
 
 // measure runs one segment against t, with the CPU seconds of the target, the
 // backend and the load generator over the measured part.
-func measure(ctx context.Context, l *lab, t *target, sc *scenario, o options, progress func(time.Duration, int64)) (res loadResult, cpu segmentCPU, err error) {
+func measure(ctx context.Context, l *lab, t *target, sc *scenario, o options, probe *crossCPUProbe, progress func(time.Duration, int64)) (res loadResult, cpu segmentCPU, err error) {
 	var c0, b0, g0 cpuTimes
+	var from time.Time
 	res, err = runLoad(ctx, loadSpec{
 		addrs: t.addrs, conns: o.Conns, warmup: o.Warmup, duration: o.Duration,
 		build: func(conn int) buildFunc { return sc.newBuilder(l.env, conn) },
 		onStart: func() {
 			c0, b0, g0 = treeCPU(t.pids()...), treeCPU(l.backend.pid()), selfCPU()
+			from = time.Now()
 		},
 		onEnd: func() {
 			cpu = segmentCPU{
-				target:  treeCPU(t.pids()...).sub(c0),
-				backend: treeCPU(l.backend.pid()).sub(b0),
-				loadgen: selfCPU().sub(g0),
+				target:   treeCPU(t.pids()...).sub(c0),
+				backend:  treeCPU(l.backend.pid()).sub(b0),
+				loadgen:  selfCPU().sub(g0),
+				crossCPU: probe.between(from, time.Now()),
 			}
 		},
 		progress: progress,
@@ -292,7 +306,7 @@ func profileScenario(ctx context.Context, l *lab, n *tollgateNode, active []*tar
 	po := o
 	po.Duration = time.Duration(secs)*time.Second + 500*time.Millisecond
 	label := fmt.Sprintf("[%s] profiling tollgate", sc.name)
-	if _, _, err := measure(ctx, l, t, sc, po, func(el time.Duration, k int64) {
+	if _, _, err := measure(ctx, l, t, sc, po, nil, func(el time.Duration, k int64) {
 		p.live(fmt.Sprintf("%s %4.1fs %8.0f req/s", label, el.Seconds(), float64(k)/el.Seconds()))
 	}); err != nil {
 		return err

@@ -84,6 +84,15 @@ type row struct {
 	// the target), and RoundLoadgenCPU10k the same round by round.
 	LoadgenCPU10k      float64   `json:"loadgenCpuSecondsPer10k"`
 	RoundLoadgenCPU10k []float64 `json:"roundLoadgenCpuSecondsPer10k"`
+	// RoundCrossCPUNs is, round by round, the median cross-CPU round trip sampled
+	// while the segment ran (0: no sample), and RoundFarShare the share of those
+	// samples at or above farNs (-1: no sample): where the host had put the vCPUs
+	// (see crossCPUProbe). The ratios to nginx are then taken over the rounds where
+	// both segments ran near (every sample below farNs) and where both ran far.
+	RoundCrossCPUNs []float64         `json:"roundCrossCpuNs,omitempty"`
+	RoundFarShare   []float64         `json:"roundFarShare,omitempty"`
+	Near            *placementSummary `json:"nearPlacement,omitempty"`
+	Far             *placementSummary `json:"farPlacement,omitempty"`
 	// KernelShare is the percentage of the target's CPU spent in the kernel.
 	KernelShare    float64 `json:"kernelSharePercent"`
 	Errors         int64   `json:"transportErrors"`
@@ -93,6 +102,14 @@ type row struct {
 	backendCPUSecs float64
 	loadgenCPUSecs float64
 	sysSeconds     float64
+}
+
+// placementSummary is a row's ratios to nginx over the rounds of one placement:
+// medians of the round-by-round ratios.
+type placementSummary struct {
+	Rounds   int     `json:"rounds"`
+	RPSRatio float64 `json:"ratioToNginx"`
+	CPURatio float64 `json:"cpuRatioToNginx"`
 }
 
 func newReport(o options, scs []scenario) *report {
@@ -149,6 +166,18 @@ func (r *report) add(sc, t string, res loadResult, seg segmentCPU) {
 	if res.Requests > 0 {
 		x.RoundCPU10k = append(x.RoundCPU10k, round(cpu.total/float64(res.Requests)*1e4, 4))
 		x.RoundLoadgenCPU10k = append(x.RoundLoadgenCPU10k, round(seg.loadgen.total/float64(res.Requests)*1e4, 4))
+		ns, far := 0.0, -1.0
+		if len(seg.crossCPU) > 0 {
+			ns, far = median(seg.crossCPU), 0
+			for _, v := range seg.crossCPU {
+				if v >= farNs {
+					far++
+				}
+			}
+			far = round(far/float64(len(seg.crossCPU)), 2)
+		}
+		x.RoundCrossCPUNs = append(x.RoundCrossCPUNs, round(ns, 0))
+		x.RoundFarShare = append(x.RoundFarShare, far)
 	}
 	x.Errors += res.Errors
 	x.BadStatus += res.BadCode
@@ -211,6 +240,9 @@ func (r *report) finish() {
 					}
 				}
 				x.CPURatioMedian = median(x.RoundCPURatio)
+				if x != n {
+					x.Near, x.Far = byPlacement(x, n, 0), byPlacement(x, n, 1)
+				}
 			}
 		}
 	}
@@ -223,6 +255,26 @@ func (r *report) finish() {
 		}
 	}
 	r.Rows = sorted
+}
+
+// byPlacement summarizes the rounds where x's and nginx's segments both had every
+// cross-CPU sample on the same side of farNs (share 0: near, 1: far), or returns nil.
+func byPlacement(x, n *row, share float64) *placementSummary {
+	if len(x.RoundFarShare) != len(x.RoundCPU10k) || len(n.RoundFarShare) != len(x.RoundFarShare) ||
+		len(x.RoundRPS) != len(x.RoundCPU10k) || len(n.RoundRPS) != len(x.RoundRPS) {
+		return nil
+	}
+	var rps, cpu []float64
+	for i := range x.RoundFarShare {
+		if x.RoundFarShare[i] == share && n.RoundFarShare[i] == share && n.RoundCPU10k[i] > 0 && n.RoundRPS[i] > 0 {
+			rps = append(rps, x.RoundRPS[i]/n.RoundRPS[i])
+			cpu = append(cpu, x.RoundCPU10k[i]/n.RoundCPU10k[i])
+		}
+	}
+	if len(cpu) == 0 {
+		return nil
+	}
+	return &placementSummary{Rounds: len(cpu), RPSRatio: round(median(rps), 3), CPURatio: round(median(cpu), 3)}
 }
 
 // markdown renders the table and the notes.
@@ -247,6 +299,7 @@ func (r *report) markdown() string {
 			ratio(x.RatioDirect), ratio(x.RatioNginx), signed(x.P99OverNginx, x.RatioNginx > 0),
 			x.CPUPer10k, ratio(x.CPURatioNginx), ratio(x.CPURatioMedian), x.KernelShare, x.Errors+x.BadStatus+x.BadBody)
 	}
+	r.placementMarkdown(&b)
 	if len(r.Notes) > 0 {
 		b.WriteString("\n")
 		for _, n := range r.Notes {
@@ -254,6 +307,32 @@ func (r *report) markdown() string {
 		}
 	}
 	return b.String()
+}
+
+// placementMarkdown renders the ratios to nginx by where the host had put the vCPUs,
+// when the probe ran and some round was wholly near or wholly far.
+func (r *report) placementMarkdown(b *strings.Builder) {
+	var rows []*row
+	for _, x := range r.Rows {
+		if x.Near != nil || x.Far != nil {
+			rows = append(rows, x)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "\nBy where the host had put the two vCPUs (cross-CPU cache-line round trip below %d ns: near; at or above: far), medians of the rounds where both segments ran wholly near or wholly far:\n\n", farNs)
+	b.WriteString("| scenario | target | near rounds | ×nginx near | CPU ×nginx near | far rounds | ×nginx far | CPU ×nginx far |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|\n")
+	cells := func(s *placementSummary) string {
+		if s == nil {
+			return "0 | – | –"
+		}
+		return fmt.Sprintf("%d | %.2f | %.2f", s.Rounds, s.RPSRatio, s.CPURatio)
+	}
+	for _, x := range rows {
+		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", x.Scenario, x.Target, cells(x.Near), cells(x.Far))
+	}
 }
 
 // write stores <stamp>.json, latest.json, latest.md and latest.svg in dir.
