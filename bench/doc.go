@@ -38,6 +38,13 @@
 // "CPU ×nginx" divides the run's sums; the column after it takes the ratio round by
 // round and reports the median, which a slow spell spanning one round leaves alone.
 //
+// On a VM the host may run its vCPUs on cores that share a cache or on cores that
+// do not, and switch between the two within seconds; a Go server pays for the far
+// placement much more than nginx. So while segments run, two threads pinned to the
+// first two CPUs time a cache line's round trip between them four times a second
+// (crosscpu.go), each segment records what they saw, and a second table gives the
+// ratios to nginx over the rounds run wholly near and wholly far.
+//
 // Output: a progress line on stderr, a markdown table on stdout, and under
 // bench/results/ a timestamped JSON file, latest.json, latest.md and latest.svg.
 //
