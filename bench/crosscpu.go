@@ -56,9 +56,9 @@ const (
 	// machine is saturated while the bench runs) spoils one chunk, not the sample.
 	crossCPUChunk  = 200
 	crossCPUChunks = 9
-	// crossCPUWait bounds one spin wait: a sample whose partner thread does not
-	// answer within it (the kernel ran something else there) is dropped.
-	crossCPUWait = 20 * time.Millisecond
+	// crossCPUWait bounds a sample: one that takes longer (the kernel ran something
+	// else on a CPU for a while) is dropped, and stopping never waits longer.
+	crossCPUWait = 50 * time.Millisecond
 	// farNs separates the two placements: between this VM's 80–110 ns and ~400 ns.
 	farNs = 200
 )
@@ -120,8 +120,9 @@ func (p *crossCPUProbe) pong(cpu int) {
 		if n == 0 {
 			return
 		}
+		deadline := time.Now().Add(crossCPUWait)
 		for i := int64(0); i < int64(n); i++ {
-			if !spinUntil(&p.line.v, 2*i+1) {
+			if !spinUntil(&p.line.v, 2*i+1, deadline) {
 				break
 			}
 			p.line.v.Store(2*i + 2)
@@ -160,13 +161,14 @@ func (p *crossCPUProbe) sample() (ns float64, ok bool) {
 	var marks [crossCPUChunks + 2]time.Time // at round trips 0, crossCPUChunk, …, n
 	p.line.v.Store(0)
 	p.start <- n
+	deadline := time.Now().Add(crossCPUWait)
 	ok = true
 	for i := int64(0); i < n; i++ {
 		if i%crossCPUChunk == 0 {
 			marks[i/crossCPUChunk] = time.Now()
 		}
 		p.line.v.Store(2*i + 1)
-		if !spinUntil(&p.line.v, 2*i+2) {
+		if !spinUntil(&p.line.v, 2*i+2, deadline) {
 			ok = false
 			p.line.v.Store(-1) // the partner gives up too
 			break
@@ -185,23 +187,17 @@ func (p *crossCPUProbe) sample() (ns float64, ok bool) {
 	return s[len(s)/2], true
 }
 
-// spinUntil waits for v to hold want, for crossCPUWait at most; -1 gives up.
-func spinUntil(v *atomic.Int64, want int64) bool {
-	var deadline time.Time
-	for spins := 0; ; spins++ {
+// spinUntil waits for v to hold want until deadline; -1 gives up.
+func spinUntil(v *atomic.Int64, want int64, deadline time.Time) bool {
+	for spins := 1; ; spins++ {
 		switch v.Load() {
 		case want:
 			return true
 		case -1:
 			return false
 		}
-		if spins&4095 == 4095 {
-			now := time.Now()
-			if deadline.IsZero() {
-				deadline = now.Add(crossCPUWait)
-			} else if now.After(deadline) {
-				return false
-			}
+		if spins%4096 == 0 && time.Now().After(deadline) {
+			return false
 		}
 	}
 }
