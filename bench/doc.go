@@ -23,7 +23,9 @@
 //     measured against;
 //   - tollgate: `tollgate node` built from ./cmd/tollgate on free ports with a
 //     temporary data directory; each scenario applies its own declarative file
-//     with `tollgate apply -f`.
+//     with `tollgate apply -f`; tollgate-3, three such nodes as one cluster;
+//   - tollgate-percpu (only when named in -targets): one single-P node per CPU,
+//     not clustered, an experiment measuring a worker-per-CPU data plane.
 //
 // The load generator is closed-loop: -conns connections, each with exactly one
 // outstanding request, written and read on a raw connection with

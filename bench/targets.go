@@ -20,9 +20,18 @@ const (
 	tBareProxy = "bareproxy"
 	tTollgate  = "tollgate"
 	tTollgate3 = "tollgate-3" // three nodes on this machine, load spread over all
+	// tTollgatePerCPU is an experiment, not a deployment: one node per CPU, each
+	// with one P (GOMAXPROCS=1) and not clustered, the load spread over them. It
+	// measures what a worker-per-CPU data plane could reach, where a connection
+	// never leaves its CPU; the nodes share no nonces or quota counters, which a
+	// real one must (README, "Where the host puts the vCPUs"). Not run by default.
+	tTollgatePerCPU = "tollgate-percpu"
 )
 
-var allTargets = []string{tDirect, tNginx, tBareProxy, tTollgate, tTollgate3}
+var allTargets = []string{tDirect, tNginx, tBareProxy, tTollgate, tTollgate3, tTollgatePerCPU}
+
+// defaultTargets are what a run measures unless -targets says otherwise.
+var defaultTargets = []string{tDirect, tNginx, tBareProxy, tTollgate, tTollgate3}
 
 // errSkip marks a target or scenario that cannot run here; the run reports
 // the rest and says why.
@@ -233,7 +242,9 @@ func (l *lab) buildTollgate(ctx context.Context, bin string) (string, error) {
 // tollgate starts a cluster of size nodes on free ports (the first
 // bootstraps, the others join its gossip address), waits for every /readyz,
 // and returns it as target name.
-func (l *lab) tollgate(ctx context.Context, name, bin string, size int) (_ *target, _ *tollgateNode, err error) {
+// tollgate starts size nodes as one cluster, or, with perCPU, as separate nodes of
+// one P each.
+func (l *lab) tollgate(ctx context.Context, name, bin string, size int, perCPU bool) (_ *target, _ *tollgateNode, err error) {
 	bin, err = l.buildTollgate(ctx, bin)
 	if err != nil {
 		return nil, nil, err
@@ -260,10 +271,14 @@ func (l *lab) tollgate(ctx context.Context, name, bin string, size int) (_ *targ
 			"--raft", addrs[2], "--gossip", addrs[3], "--base-domain", baseDomain, "--node-id", id,
 			// The benchmark calls the default subdomain far more than 1,000 times a day.
 			"--subdomain-daily-limit", "0"}
-		if i > 0 {
+		if i > 0 && !perCPU {
 			args = append(args, "--join", nodes[0].gossip)
 		}
-		c, err := startChild(id, exec.Command(bin, args...), filepath.Join(l.tmp, id+".log"))
+		cmd := exec.Command(bin, args...)
+		if perCPU {
+			cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
+		}
+		c, err := startChild(id, cmd, filepath.Join(l.tmp, id+".log"))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -281,7 +296,17 @@ func (l *lab) tollgate(ctx context.Context, name, bin string, size int) (_ *targ
 		nodes = append(nodes, n)
 		t.addrs = append(t.addrs, n.listen)
 	}
-	t.prepare = func(ctx context.Context, sc *scenario) error { return l.applyScenario(ctx, nodes[0], t.addrs, sc) }
+	t.prepare = func(ctx context.Context, sc *scenario) error {
+		if !perCPU {
+			return l.applyScenario(ctx, nodes[0], t.addrs, sc)
+		}
+		for i, n := range nodes {
+			if err := l.applyScenario(ctx, n, t.addrs[i:i+1], sc); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	return t, nodes[0], nil
 }
 
