@@ -321,7 +321,7 @@ func (r *report) placementMarkdown(b *strings.Builder) {
 	if len(rows) == 0 {
 		return
 	}
-	fmt.Fprintf(b, "\nBy where the host had put the two vCPUs (cross-CPU cache-line round trip below %d ns: near; at or above: far), medians of the rounds where both segments ran wholly near or wholly far:\n\n", farNs)
+	fmt.Fprintf(b, "\nBy placement: a cache line's round trip between the first two CPUs, sampled during each segment, below %d ns is near, at or above far (on a VM it changes as the host moves the vCPUs); medians of the rounds where a target and nginx both ran wholly near or wholly far:\n\n", farNs)
 	b.WriteString("| scenario | target | near rounds | ×nginx near | CPU ×nginx near | far rounds | ×nginx far | CPU ×nginx far |\n")
 	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|\n")
 	cells := func(s *placementSummary) string {
