@@ -9,6 +9,8 @@
 //	go run ./bench -quick               # a short smoke run (CI)
 //	go run ./bench -scenarios anon -targets direct,nginx,tollgate
 //	go run ./bench -profile             # also write Tollgate CPU and heap profiles
+//	go run ./bench -scenarios full -targets nginx,tollgate -tollgate-bin A -compare-bin B
+//	                                    # an A/B of two node builds in the same rounds
 //
 // What it starts, each as a child process in its own process group (stopped on
 // exit, error or Ctrl-C):

@@ -28,6 +28,7 @@ type options struct {
 	NginxWorkers int           `json:"nginxWorkers"`
 	out          string
 	tollgateBin  string
+	compareBin   string
 	progress     io.Writer
 }
 
@@ -47,6 +48,7 @@ func main() {
 	flag.IntVar(&o.NginxWorkers, "nginx-workers", 2, "nginx worker_processes")
 	flag.StringVar(&o.out, "out", "", "results directory (default bench/results in the repository)")
 	flag.StringVar(&o.tollgateBin, "tollgate-bin", "", "a prebuilt tollgate binary (default: go build ./cmd/tollgate)")
+	flag.StringVar(&o.compareBin, "compare-bin", "", "a second tollgate binary, measured as target "+tTollgateB+" in the same rounds (an A/B of two builds)")
 	list := flag.Bool("list", false, "list the scenarios and exit")
 	flag.Parse()
 	if *list {
@@ -99,6 +101,11 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 	want := map[string]bool{}
 	for _, t := range strings.Split(o.Targets, ",") {
 		want[strings.TrimSpace(t)] = true
+	}
+	if o.compareBin != "" {
+		want[tTollgateB] = true
+	} else if want[tTollgateB] {
+		return nil, fmt.Errorf("target %s needs -compare-bin", tTollgateB)
 	}
 	for t := range want {
 		if !strings.Contains(","+strings.Join(allTargets, ",")+",", ","+t+",") {
@@ -164,6 +171,8 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 			t, err = l.bareProxy(ctx)
 		case tTollgate:
 			t, node, err = l.tollgate(ctx, name, o.tollgateBin, 1, false)
+		case tTollgateB:
+			t, _, err = l.tollgate(ctx, name, o.compareBin, 1, false)
 		case tTollgate3:
 			t, _, err = l.tollgate(ctx, name, o.tollgateBin, 3, false)
 		case tTollgatePerCPU:

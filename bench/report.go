@@ -112,6 +112,15 @@ type placementSummary struct {
 	CPURatio float64 `json:"cpuRatioToNginx"`
 }
 
+// cells renders s as three table cells (rounds, req/s ratio, CPU ratio) with the
+// ratios to digits places; nil is no round.
+func (s *placementSummary) cells(digits int) string {
+	if s == nil {
+		return "0 | – | –"
+	}
+	return fmt.Sprintf("%d | %.*f | %.*f", s.Rounds, digits, s.RPSRatio, digits, s.CPURatio)
+}
+
 func newReport(o options, scs []scenario) *report {
 	r := &report{
 		Started: time.Now(), Options: o, byKey: map[string]*row{},
@@ -300,6 +309,7 @@ func (r *report) markdown() string {
 			x.CPUPer10k, ratio(x.CPURatioNginx), ratio(x.CPURatioMedian), x.KernelShare, x.Errors+x.BadStatus+x.BadBody)
 	}
 	r.placementMarkdown(&b)
+	r.compareMarkdown(&b)
 	if len(r.Notes) > 0 {
 		b.WriteString("\n")
 		for _, n := range r.Notes {
@@ -324,14 +334,40 @@ func (r *report) placementMarkdown(b *strings.Builder) {
 	fmt.Fprintf(b, "\nBy placement: a cache line's round trip between the first two CPUs, sampled during each segment, below %d ns is near, at or above far (on a VM it changes as the host moves the vCPUs); medians of the rounds where a target and nginx both ran wholly near or wholly far:\n\n", farNs)
 	b.WriteString("| scenario | target | near rounds | ×nginx near | CPU ×nginx near | far rounds | ×nginx far | CPU ×nginx far |\n")
 	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|\n")
-	cells := func(s *placementSummary) string {
-		if s == nil {
-			return "0 | – | –"
-		}
-		return fmt.Sprintf("%d | %.2f | %.2f", s.Rounds, s.RPSRatio, s.CPURatio)
-	}
 	for _, x := range rows {
-		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", x.Scenario, x.Target, cells(x.Near), cells(x.Far))
+		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", x.Scenario, x.Target, x.Near.cells(2), x.Far.cells(2))
+	}
+}
+
+// compareMarkdown renders the second build (-compare-bin) against the first, where
+// both ran: the medians of their round-by-round ratios, over all rounds and per
+// placement.
+func (r *report) compareMarkdown(b *strings.Builder) {
+	header := false
+	for _, sc := range r.Scenarios {
+		a, x := r.byKey[sc.Name+"/"+tTollgate], r.byKey[sc.Name+"/"+tTollgateB]
+		if a == nil || x == nil || len(a.RoundCPU10k) == 0 || len(a.RoundCPU10k) != len(x.RoundCPU10k) ||
+			len(a.RoundRPS) != len(x.RoundRPS) {
+			continue
+		}
+		var rps, cpu []float64
+		for i := range a.RoundCPU10k {
+			if a.RoundCPU10k[i] > 0 && a.RoundRPS[i] > 0 {
+				rps = append(rps, x.RoundRPS[i]/a.RoundRPS[i])
+				cpu = append(cpu, x.RoundCPU10k[i]/a.RoundCPU10k[i])
+			}
+		}
+		if len(cpu) == 0 {
+			continue
+		}
+		if !header {
+			fmt.Fprintf(b, "\n%s (-compare-bin) against %s, medians of the round-by-round ratios:\n\n", tTollgateB, tTollgate)
+			b.WriteString("| scenario | rounds | req/s × | CPU × | near rounds | req/s × near | CPU × near | far rounds | req/s × far | CPU × far |\n")
+			b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+			header = true
+		}
+		fmt.Fprintf(b, "| %s | %d | %.3f | %.3f | %s | %s |\n", sc.Name, len(cpu), median(rps), median(cpu),
+			byPlacement(x, a, 0).cells(3), byPlacement(x, a, 1).cells(3))
 	}
 }
 

@@ -19,6 +19,9 @@ const (
 	tNginx     = "nginx"
 	tBareProxy = "bareproxy"
 	tTollgate  = "tollgate"
+	// tTollgateB is a second build of the node (-compare-bin) in the same rounds: an
+	// A/B of two builds that shares the rounds' drift and placement with the first.
+	tTollgateB = "tollgate-b"
 	tTollgate3 = "tollgate-3" // three nodes on this machine, load spread over all
 	// tTollgatePerCPU is an experiment, not a deployment: one node per CPU, each
 	// with one P (GOMAXPROCS=1) and not clustered, the load spread over them. It
@@ -28,7 +31,7 @@ const (
 	tTollgatePerCPU = "tollgate-percpu"
 )
 
-var allTargets = []string{tDirect, tNginx, tBareProxy, tTollgate, tTollgate3, tTollgatePerCPU}
+var allTargets = []string{tDirect, tNginx, tBareProxy, tTollgate, tTollgateB, tTollgate3, tTollgatePerCPU}
 
 // defaultTargets are what a run measures unless -targets says otherwise.
 var defaultTargets = []string{tDirect, tNginx, tBareProxy, tTollgate, tTollgate3}
