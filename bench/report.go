@@ -269,15 +269,23 @@ func (r *report) finish() {
 // byPlacement summarizes the rounds where x's and nginx's segments both had every
 // cross-CPU sample on the same side of farNs (share 0: near, 1: far), or returns nil.
 func byPlacement(x, n *row, share float64) *placementSummary {
-	if len(x.RoundFarShare) != len(x.RoundCPU10k) || len(n.RoundFarShare) != len(x.RoundFarShare) ||
-		len(x.RoundRPS) != len(x.RoundCPU10k) || len(n.RoundRPS) != len(x.RoundRPS) {
+	if len(x.RoundFarShare) != len(x.RoundCPU10k) || len(n.RoundFarShare) != len(x.RoundFarShare) {
+		return nil
+	}
+	return ratiosOver(x, n, func(i int) bool { return x.RoundFarShare[i] == share && n.RoundFarShare[i] == share })
+}
+
+// ratiosOver summarizes x against base over the rounds keep accepts: the medians of
+// their round-by-round ratios, or nil when no round is left.
+func ratiosOver(x, base *row, keep func(round int) bool) *placementSummary {
+	if len(x.RoundRPS) != len(x.RoundCPU10k) || len(base.RoundRPS) != len(x.RoundRPS) || len(base.RoundCPU10k) != len(x.RoundCPU10k) {
 		return nil
 	}
 	var rps, cpu []float64
-	for i := range x.RoundFarShare {
-		if x.RoundFarShare[i] == share && n.RoundFarShare[i] == share && n.RoundCPU10k[i] > 0 && n.RoundRPS[i] > 0 {
-			rps = append(rps, x.RoundRPS[i]/n.RoundRPS[i])
-			cpu = append(cpu, x.RoundCPU10k[i]/n.RoundCPU10k[i])
+	for i := range x.RoundCPU10k {
+		if keep(i) && base.RoundCPU10k[i] > 0 && base.RoundRPS[i] > 0 {
+			rps = append(rps, x.RoundRPS[i]/base.RoundRPS[i])
+			cpu = append(cpu, x.RoundCPU10k[i]/base.RoundCPU10k[i])
 		}
 	}
 	if len(cpu) == 0 {
@@ -346,28 +354,20 @@ func (r *report) compareMarkdown(b *strings.Builder) {
 	header := false
 	for _, sc := range r.Scenarios {
 		a, x := r.byKey[sc.Name+"/"+tTollgate], r.byKey[sc.Name+"/"+tTollgateB]
-		if a == nil || x == nil || len(a.RoundCPU10k) == 0 || len(a.RoundCPU10k) != len(x.RoundCPU10k) ||
-			len(a.RoundRPS) != len(x.RoundRPS) {
+		if a == nil || x == nil {
 			continue
 		}
-		var rps, cpu []float64
-		for i := range a.RoundCPU10k {
-			if a.RoundCPU10k[i] > 0 && a.RoundRPS[i] > 0 {
-				rps = append(rps, x.RoundRPS[i]/a.RoundRPS[i])
-				cpu = append(cpu, x.RoundCPU10k[i]/a.RoundCPU10k[i])
-			}
-		}
-		if len(cpu) == 0 {
+		all := ratiosOver(x, a, func(int) bool { return true })
+		if all == nil {
 			continue
 		}
 		if !header {
 			fmt.Fprintf(b, "\n%s (-compare-bin) against %s, medians of the round-by-round ratios:\n\n", tTollgateB, tTollgate)
-			b.WriteString("| scenario | rounds | req/s × | CPU × | near rounds | req/s × near | CPU × near | far rounds | req/s × far | CPU × far |\n")
+			b.WriteString("| scenario | all rounds | req/s × | CPU × | near rounds | req/s × near | CPU × near | far rounds | req/s × far | CPU × far |\n")
 			b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 			header = true
 		}
-		fmt.Fprintf(b, "| %s | %d | %.3f | %.3f | %s | %s |\n", sc.Name, len(cpu), median(rps), median(cpu),
-			byPlacement(x, a, 0).cells(3), byPlacement(x, a, 1).cells(3))
+		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", sc.Name, all.cells(3), byPlacement(x, a, 0).cells(3), byPlacement(x, a, 1).cells(3))
 	}
 }
 

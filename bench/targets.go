@@ -244,9 +244,8 @@ func (l *lab) buildTollgate(ctx context.Context, bin string) (string, error) {
 
 // tollgate starts a cluster of size nodes on free ports (the first
 // bootstraps, the others join its gossip address), waits for every /readyz,
-// and returns it as target name.
-// tollgate starts size nodes as one cluster, or, with perCPU, as separate nodes of
-// one P each.
+// and returns it as target name. With perCPU the nodes are not joined and run
+// with one P each, and every scenario is applied to each.
 func (l *lab) tollgate(ctx context.Context, name, bin string, size int, perCPU bool) (_ *target, _ *tollgateNode, err error) {
 	bin, err = l.buildTollgate(ctx, bin)
 	if err != nil {
