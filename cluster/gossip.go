@@ -134,7 +134,7 @@ type channelUser struct {
 type Gossip struct {
 	ml     *memberlist.Memberlist
 	name   string
-	netT   *filterTransport
+	netT   *gossipTransport
 	users  [256]atomic.Pointer[channelUser]
 	regMu  sync.Mutex
 	events *eventQueue
@@ -210,14 +210,12 @@ func NewGossip(cfg GossipConfig) (*Gossip, error) {
 		c.LogOutput = io.Discard
 	}
 
-	// We build the network transport ourselves (memberlist would otherwise) so that
-	// tests can cut links with SetDropFilter.
+	// Our own network transport (see gossipTransport): memberlist's allocates 64 KiB
+	// per received packet, and tests cut links through it.
 	logger := log.New(c.LogOutput, "", log.LstdFlags)
-	var nt *memberlist.NetTransport
+	var nt *gossipTransport
 	for range 10 { // port 0 binds TCP then UDP on the same port, which can race
-		nt, err = memberlist.NewNetTransport(&memberlist.NetTransportConfig{
-			BindAddrs: []string{c.BindAddr}, BindPort: cfg.BindPort, Logger: logger,
-		})
+		nt, err = newGossipTransport(c.BindAddr, cfg.BindPort, logger)
 		if err == nil || cfg.BindPort != 0 {
 			break
 		}
@@ -225,13 +223,13 @@ func NewGossip(cfg GossipConfig) (*Gossip, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gossip: listen on %s:%d: %w", c.BindAddr, cfg.BindPort, err)
 	}
-	c.BindPort = nt.GetAutoBindPort()
+	c.BindPort = nt.port()
 	c.AdvertisePort = c.BindPort
 	if cfg.AdvertisePort != 0 {
 		c.AdvertisePort = cfg.AdvertisePort
 	}
-	g.netT = &filterTransport{NetTransport: nt}
-	c.Transport = g.netT
+	g.netT = nt
+	c.Transport = nt
 
 	ml, err := memberlist.Create(c)
 	if err != nil {
@@ -449,55 +447,6 @@ func (g *Gossip) SendToAll(channel byte, msg []byte) error {
 // heals it (call Join again to exchange state at once, as after any partition).
 func (g *Gossip) SetDropFilter(drop func(addr string) bool) { g.netT.setDrop(drop) }
 
-// filterTransport is memberlist's NetTransport with an optional outbound drop filter.
-type filterTransport struct {
-	*memberlist.NetTransport
-	drop atomic.Pointer[func(string) bool]
-}
-
-func (t *filterTransport) setDrop(f func(string) bool) {
-	if f == nil {
-		t.drop.Store(nil)
-		return
-	}
-	t.drop.Store(&f)
-}
-
-func (t *filterTransport) dropped(addr string) bool {
-	f := t.drop.Load()
-	return f != nil && (*f)(addr)
-}
-
-var errDropped = errors.New("gossip: link cut by drop filter")
-
-func (t *filterTransport) WriteTo(b []byte, addr string) (time.Time, error) {
-	if t.dropped(addr) {
-		return time.Now(), nil // a lost packet, not an error
-	}
-	return t.NetTransport.WriteTo(b, addr)
-}
-
-func (t *filterTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
-	if t.dropped(a.Addr) {
-		return time.Now(), nil
-	}
-	return t.NetTransport.WriteToAddress(b, a)
-}
-
-func (t *filterTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
-	if t.dropped(addr) {
-		return nil, errDropped
-	}
-	return t.NetTransport.DialTimeout(addr, timeout)
-}
-
-func (t *filterTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
-	if t.dropped(a.Addr) {
-		return nil, errDropped
-	}
-	return t.NetTransport.DialAddressTimeout(a, timeout)
-}
-
 // gossipDelegate is Gossip seen as memberlist's Delegate.
 type gossipDelegate Gossip
 
@@ -672,7 +621,6 @@ func (e *eventQueue) run() {
 }
 
 var (
-	_ memberlist.Delegate           = (*gossipDelegate)(nil)
-	_ memberlist.EventDelegate      = (*gossipEvents)(nil)
-	_ memberlist.NodeAwareTransport = (*filterTransport)(nil)
+	_ memberlist.Delegate      = (*gossipDelegate)(nil)
+	_ memberlist.EventDelegate = (*gossipEvents)(nil)
 )
