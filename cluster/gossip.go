@@ -445,7 +445,7 @@ func (g *Gossip) SendToAll(channel byte, msg []byte) error {
 // returns true is silently dropped, memberlist's own probes included, so the other
 // side is eventually marked dead. Set it on both sides for a clean partition; nil
 // heals it (call Join again to exchange state at once, as after any partition).
-func (g *Gossip) SetDropFilter(drop func(addr string) bool) { g.netT.setDrop(drop) }
+func (g *Gossip) SetDropFilter(drop func(addr string) bool) { g.netT.drop.set(drop) }
 
 // gossipDelegate is Gossip seen as memberlist's Delegate.
 type gossipDelegate Gossip

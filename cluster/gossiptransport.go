@@ -6,7 +6,6 @@ import (
 	"log"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-sockaddr"
@@ -33,7 +32,7 @@ type gossipTransport struct {
 
 	packetCh  chan *memberlist.Packet
 	streamCh  chan net.Conn
-	drop      atomic.Pointer[func(string) bool]
+	drop      dropFilter
 	done      chan struct{} // closed by Shutdown
 	closeOnce sync.Once
 	wg        sync.WaitGroup
@@ -85,19 +84,6 @@ func newGossipTransport(bindIP string, port int, logger *log.Logger) (*gossipTra
 // port is the port the transport is bound to.
 func (t *gossipTransport) port() int { return t.tcp.Addr().(*net.TCPAddr).Port }
 
-func (t *gossipTransport) setDrop(f func(string) bool) {
-	if f == nil {
-		t.drop.Store(nil)
-		return
-	}
-	t.drop.Store(&f)
-}
-
-func (t *gossipTransport) dropped(addr string) bool {
-	f := t.drop.Load()
-	return f != nil && (*f)(addr)
-}
-
 // FinalAdvertiseAddr is the address other members reach this one at: ip:port when
 // given, else the bound address, or a private address of this host when bound to all.
 func (t *gossipTransport) FinalAdvertiseAddr(ip string, port int) (net.IP, int, error) {
@@ -125,7 +111,7 @@ func (t *gossipTransport) FinalAdvertiseAddr(ip string, port int) (net.IP, int, 
 }
 
 func (t *gossipTransport) WriteTo(b []byte, addr string) (time.Time, error) {
-	if t.dropped(addr) {
+	if t.drop.cuts(addr) {
 		return time.Now(), nil // a lost packet, not an error
 	}
 	ua, err := net.ResolveUDPAddr("udp", addr)
@@ -143,7 +129,7 @@ func (t *gossipTransport) WriteToAddress(b []byte, a memberlist.Address) (time.T
 func (t *gossipTransport) PacketCh() <-chan *memberlist.Packet { return t.packetCh }
 
 func (t *gossipTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
-	if t.dropped(addr) {
+	if t.drop.cuts(addr) {
 		return nil, errDropped
 	}
 	return net.DialTimeout("tcp", addr, timeout)

@@ -80,7 +80,7 @@ func TestGossipTransportStreams(t *testing.T) {
 // streams, and that clearing the filter heals it.
 func TestGossipTransportDropFilter(t *testing.T) {
 	a, b := newTestTransport(t), newTestTransport(t)
-	a.setDrop(func(addr string) bool { return addr == addrOf(b) })
+	a.drop.set(func(addr string) bool { return addr == addrOf(b) })
 	if _, err := a.WriteTo([]byte("lost"), addrOf(b)); err != nil {
 		t.Errorf("a dropped packet reported %v, want a silent loss", err)
 	}
@@ -92,7 +92,7 @@ func TestGossipTransportDropFilter(t *testing.T) {
 		t.Fatalf("a dropped packet arrived: %q", p.Buf)
 	case <-time.After(200 * time.Millisecond):
 	}
-	a.setDrop(nil)
+	a.drop.set(nil)
 	if _, err := a.WriteTo([]byte("healed"), addrOf(b)); err != nil {
 		t.Fatal(err)
 	}

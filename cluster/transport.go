@@ -25,7 +25,7 @@ type StreamLayer struct {
 	ln        net.Listener
 	advertise net.Addr
 	tls       *tls.Config // nil: plain TCP
-	drop      atomic.Pointer[func(addr string) bool]
+	drop      dropFilter
 }
 
 var _ raft.StreamLayer = (*StreamLayer)(nil)
@@ -68,7 +68,7 @@ func (s *StreamLayer) Addr() net.Addr { return s.advertise }
 // Dial connects to a peer's raft address, with the TLS handshake done when TLS is on.
 func (s *StreamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	addr := string(address)
-	if s.dropped(addr) {
+	if s.drop.cuts(addr) {
 		return nil, ErrLinkCut
 	}
 	d := &net.Dialer{Timeout: timeout}
@@ -100,16 +100,25 @@ func (s *StreamLayer) Probe(addr string, timeout time.Duration) error {
 // which drop returns true fail, and reads and writes on open connections to it fail
 // (closing them), so raft sees the peer as unreachable. Set it on both sides for a
 // clean partition; nil heals.
-func (s *StreamLayer) SetDropFilter(drop func(addr string) bool) {
-	if drop == nil {
-		s.drop.Store(nil)
-		return
-	}
-	s.drop.Store(&drop)
+func (s *StreamLayer) SetDropFilter(drop func(addr string) bool) { s.drop.set(drop) }
+
+// dropFilter is a test hook's link filter: nil lets everything through. Safe for
+// concurrent use.
+type dropFilter struct {
+	f atomic.Pointer[func(addr string) bool]
 }
 
-func (s *StreamLayer) dropped(addr string) bool {
-	f := s.drop.Load()
+func (d *dropFilter) set(f func(addr string) bool) {
+	if f == nil {
+		d.f.Store(nil)
+		return
+	}
+	d.f.Store(&f)
+}
+
+// cuts reports whether the filter cuts the link to addr.
+func (d *dropFilter) cuts(addr string) bool {
+	f := d.f.Load()
 	return f != nil && (*f)(addr)
 }
 
@@ -121,7 +130,7 @@ type filteredConn struct {
 }
 
 func (c *filteredConn) Read(b []byte) (int, error) {
-	if c.s.dropped(c.addr) {
+	if c.s.drop.cuts(c.addr) {
 		c.Conn.Close()
 		return 0, ErrLinkCut
 	}
@@ -129,7 +138,7 @@ func (c *filteredConn) Read(b []byte) (int, error) {
 }
 
 func (c *filteredConn) Write(b []byte) (int, error) {
-	if c.s.dropped(c.addr) {
+	if c.s.drop.cuts(c.addr) {
 		c.Conn.Close()
 		return 0, ErrLinkCut
 	}
