@@ -37,3 +37,24 @@ func TestHotPathAllocatesNothing(t *testing.T) {
 		}
 	}
 }
+
+// A nonce's use does not allocate, in a table of the process's own or in a shared
+// file (a lone store queues nothing; a refused nonce is the steady state here).
+func TestNonceUseAllocatesNothing(t *testing.T) {
+	for name, cfg := range map[string]NonceConfig{
+		"own":    {MaxEntries: 10_000},
+		"shared": {MaxEntries: 10_000, SharedFile: t.TempDir() + "/nonces"},
+	} {
+		s, err := NewNonceStore(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nonce := []byte("5e1d1c1e-alloc")
+		now := time.Now()
+		s.Use(nonce, now)
+		if n := testing.AllocsPerRun(1000, func() { s.Use(nonce, now) }); n != 0 {
+			t.Errorf("%s: Use allocates %v per call", name, n)
+		}
+		s.Close()
+	}
+}

@@ -1,6 +1,8 @@
 package ratelimit
 
 import (
+	"encoding/binary"
+	"os"
 	"runtime"
 	"strconv"
 	"testing"
@@ -94,4 +96,41 @@ func BenchmarkMemoryPerMillionKeys(b *testing.B) {
 		runtime.KeepAlive(l)
 		b.StartTimer()
 	}
+}
+
+// BenchmarkNonceUse: a fresh nonce each call, in the process's own table and in a
+// shared file (the file's lock on top of the shard's mutex).
+func BenchmarkNonceUse(b *testing.B) {
+	for _, shared := range []bool{false, true} {
+		name := "own"
+		cfg := NonceConfig{MaxEntries: 1 << 22}
+		if shared {
+			name, cfg.SharedFile = "shared", shmPath(b)
+		}
+		b.Run(name, func(b *testing.B) {
+			s, err := NewNonceStore(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			now := time.Now()
+			var nonce [16]byte
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				binary.LittleEndian.PutUint64(nonce[:], uint64(i))
+				s.Use(nonce[:], now)
+			}
+		})
+	}
+}
+
+// shmPath names a shared nonce file on tmpfs when the host has /dev/shm (as a node
+// would use it), else in the test's temporary directory.
+func shmPath(b *testing.B) string {
+	dir, err := os.MkdirTemp("/dev/shm", "tollgate-bench-")
+	if err != nil {
+		return b.TempDir() + "/nonces"
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	return dir + "/nonces"
 }

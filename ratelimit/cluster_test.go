@@ -6,6 +6,7 @@ package ratelimit_test
 import (
 	"fmt"
 	"math"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -377,6 +378,51 @@ func TestClusterNonceUsedWhileJoiningReachesJoiner(t *testing.T) {
 	for _, n := range used {
 		if late.ns.Use(n, time.Now()) {
 			t.Fatalf("nonce %s, used on the first node around the join, was accepted on the joined node", n)
+		}
+	}
+}
+
+// TestClusterSharedFileNoncesReachPeers: of two stores sharing a nonce file, only one
+// gossips (a node's control process); nonces the other uses (a worker) reach the
+// other nodes all the same, and nonces the other nodes use are refused by both.
+func TestClusterSharedFileNoncesReachPeers(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "nonces")
+	g, err := cluster.NewGossip(cluster.GossipConfig{NodeName: "host", BindAddr: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = g.Shutdown() })
+	gossiper, err := ratelimit.NewNonceStore(ratelimit.NonceConfig{Transport: g, SharedFile: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gossiper.Start()
+	t.Cleanup(gossiper.Close)
+	worker, err := ratelimit.NewNonceStore(ratelimit.NonceConfig{SharedFile: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	worker.Start()
+	t.Cleanup(worker.Close)
+	peer := startNode(t, "peer", g.Addr())
+	waitUntil(t, 5*time.Second, "both members listed", func() bool { return len(g.MemberNames()) == 2 })
+
+	for i := range 200 {
+		nonce := fmt.Appendf(nil, "worker-%d", i)
+		if !worker.Use(nonce, time.Now()) {
+			t.Fatalf("nonce %d refused on first use", i)
+		}
+		if gossiper.Use(nonce, time.Now()) {
+			t.Fatalf("nonce %d used by the worker was fresh for the store it shares a file with", i)
+		}
+		waitUntil(t, 2*time.Second, "the worker's nonce on the peer", func() bool { return peer.ns.Seen(nonce, time.Now()) })
+		theirs := fmt.Appendf(nil, "peer-%d", i)
+		if !peer.ns.Use(theirs, time.Now()) {
+			t.Fatalf("peer nonce %d refused on first use", i)
+		}
+		waitUntil(t, 2*time.Second, "the peer's nonce in the shared file", func() bool { return worker.Seen(theirs, time.Now()) })
+		if worker.Use(theirs, time.Now()) {
+			t.Fatalf("peer nonce %d replayed on the worker", i)
 		}
 	}
 }

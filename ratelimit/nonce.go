@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,13 @@ type NonceConfig struct {
 	Clock func() time.Time
 	// Registerer receives the store's metrics; nil registers none.
 	Registerer prometheus.Registerer
+	// SharedFile, when set, keeps the table in that file (on tmpfs: /dev/shm), mapped
+	// by every store on the host that names it: a nonce used by one is refused by all
+	// at once. The file is created and sized for MaxEntries if new; an existing one
+	// must have been sized for the same MaxEntries. A store with a Transport sends the
+	// nonces every store of the file used to its peers, so one gossiping process per
+	// host is enough. The metrics then count for the whole file.
+	SharedFile string
 }
 
 // NonceStore remembers used nonces cluster-wide, so a signed request cannot be
@@ -41,6 +49,7 @@ type NonceConfig struct {
 type NonceStore struct {
 	cfg    NonceConfig
 	shards [nonceShards]nonceShard
+	shm    *sharedNonces // the shared file's mapping, or nil
 	// maxSlots is a shard table's largest size: its share of MaxEntries at three
 	// quarters full, rounded up to a power of two (so a shard may hold a little more).
 	maxSlots int
@@ -98,7 +107,12 @@ type nonceShard struct {
 	// Counted under mu, which Use holds anyway: shared atomic counters cost a
 	// contended cache line per signed request.
 	used, refused, overflow uint64
-	_                       [32]byte // 128 bytes a shard: no false sharing (TestNonceShardSize)
+	// With a shared file, the shard's control block and pending queue there. Its
+	// lock is taken after mu (mu orders this process's goroutines, and tells the
+	// race detector so); t's counts and the counters above are copied in from the
+	// block on lock and out on unlock.
+	shm *shmShard
+	q   []byte
 }
 
 type nonceBatch struct {
@@ -154,7 +168,25 @@ func NewNonceStore(cfg NonceConfig) (*NonceStore, error) {
 			}
 		}
 	}
+	if cfg.SharedFile != "" {
+		shm, err := openSharedNonces(cfg.SharedFile, s.maxSlots)
+		if err != nil {
+			return nil, err
+		}
+		s.shm = shm
+		for i := range s.shards {
+			sh := &s.shards[i]
+			sh.shm, sh.q = &shm.shards[i], shm.pendingOf(i)
+			sh.t.slots = shm.table(i)
+		}
+		// The mapping goes when the store does: a call still in Use after Close keeps
+		// the store, and so the mapping, alive.
+		runtime.AddCleanup(s, func(m *sharedNonces) { m.close() }, shm)
+	}
 	s.alone.Store(cfg.Transport == nil)
+	if s.shm != nil && cfg.Transport != nil {
+		s.shm.hdr.wanted.Add(1)
+	}
 	if cfg.Transport != nil {
 		s.name = cfg.Transport.LocalName()
 		if err := cfg.Transport.Register(cfg.Channel, s.onMsg, s.localState, s.mergeState); err != nil {
@@ -181,14 +213,14 @@ func (s *NonceStore) Use(nonce []byte, now time.Time) (fresh bool) {
 	d := nonceDigest(nonce)
 	sh := &s.shards[d[0]%nonceShards]
 	t := now.UnixNano()
-	sh.mu.Lock()
+	s.lock(sh)
 	fresh, full := s.insertLocked(sh, d, t+int64(s.cfg.TTL), t)
 	switch {
 	case fresh:
 		// Read under the lock: localState marks a peer before it snapshots a shard,
 		// so a nonce is either in the snapshot a joining node gets or queued for it.
-		if queue = !s.alone.Load(); queue {
-			sh.pending = append(sh.pending, d[:]...)
+		if queue = s.queueing(); queue {
+			s.enqueue(sh, &d)
 		}
 		sh.used++
 	case full:
@@ -196,11 +228,82 @@ func (s *NonceStore) Use(nonce []byte, now time.Time) (fresh bool) {
 	default:
 		sh.refused++
 	}
-	sh.mu.Unlock()
-	if queue {
+	s.unlock(sh)
+	if queue && s.cfg.Transport != nil {
 		s.markDirty()
 	}
 	return fresh
+}
+
+// lock takes a shard: its mutex, and with a shared file the file's lock on it too,
+// loading what the other processes left there.
+func (s *NonceStore) lock(sh *nonceShard) {
+	sh.mu.Lock()
+	if c := sh.shm; c != nil {
+		s.shm.lock(c)
+		sh.t.n, sh.t.hand = int(c.n), int(c.hand)
+		sh.used, sh.refused, sh.overflow = c.used, c.refused, c.overflow
+	}
+}
+
+func (s *NonceStore) unlock(sh *nonceShard) {
+	if c := sh.shm; c != nil {
+		c.n, c.hand = int64(sh.t.n), int64(sh.t.hand)
+		c.used, c.refused, c.overflow = sh.used, sh.refused, sh.overflow
+		s.shm.unlock(c)
+	}
+	sh.mu.Unlock()
+}
+
+// queueing says whether a fresh nonce must be queued for the other nodes: some
+// process that gossips it has peers.
+func (s *NonceStore) queueing() bool {
+	if s.shm != nil {
+		return s.shm.hdr.wanted.Load() > 0
+	}
+	return !s.alone.Load()
+}
+
+// enqueue queues d for the next flush; the shard is locked.
+func (s *NonceStore) enqueue(sh *nonceShard, d *digest) {
+	c := sh.shm
+	if c == nil {
+		sh.pending = append(sh.pending, d[:]...)
+		return
+	}
+	if c.pendingN >= shmPendingCap {
+		c.dropped++ // no gossiping process has drained it for a while
+		return
+	}
+	copy(sh.q[int(c.pendingN)*digestLen:], d[:])
+	c.pendingN++
+}
+
+// drain appends the shard's queued digests to dst and empties the queue; the shard
+// is locked.
+func (s *NonceStore) drain(sh *nonceShard, dst []byte) []byte {
+	c := sh.shm
+	if c == nil {
+		dst = append(dst, sh.pending...)
+		sh.pending = sh.pending[:0]
+		return dst
+	}
+	dst = append(dst, sh.q[:int(c.pendingN)*digestLen]...)
+	c.pendingN = 0
+	return dst
+}
+
+// setAlone records whether this store has anyone to send nonces to; aloneMu is held.
+// A store of a shared file counts itself in the file's wanted while it has.
+func (s *NonceStore) setAlone(alone bool) {
+	was := s.alone.Swap(alone)
+	if s.shm != nil && s.cfg.Transport != nil && was != alone {
+		if alone {
+			s.shm.hdr.wanted.Add(-1)
+		} else {
+			s.shm.hdr.wanted.Add(1)
+		}
+	}
 }
 
 // insertLocked adds d unless a live entry exists. Expiry is swept a few slots per
@@ -224,8 +327,8 @@ func expSec(ns int64) uint32 { return sec(ns + int64(time.Second) - 1) }
 func (s *NonceStore) Seen(nonce []byte, now time.Time) bool {
 	d := nonceDigest(nonce)
 	sh := &s.shards[d[0]%nonceShards]
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
+	s.lock(sh)
+	defer s.unlock(sh)
 	i := sh.t.find(&d)
 	return i >= 0 && sh.t.slots[i].exp > sec(now.UnixNano())
 }
@@ -241,9 +344,9 @@ func (s *NonceStore) sum(f func(*nonceShard) uint64) func() float64 {
 		var n uint64
 		for i := range s.shards {
 			sh := &s.shards[i]
-			sh.mu.Lock()
+			s.lock(sh)
 			n += f(sh)
-			sh.mu.Unlock()
+			s.unlock(sh)
 		}
 		return float64(n)
 	}
@@ -261,6 +364,9 @@ func (s *NonceStore) Close() {
 		if started {
 			<-s.done
 		}
+		s.aloneMu.Lock()
+		s.setAlone(true) // out of the shared file's wanted
+		s.aloneMu.Unlock()
 	})
 }
 
@@ -290,22 +396,28 @@ func (s *NonceStore) flush() (busy bool) {
 		members = s.cfg.Transport.MemberNames()
 	}
 	listed := slices.ContainsFunc(members, func(m string) bool { return m != s.name })
+	if s.cfg.Transport == nil {
+		// Nobody to send to. A shared file's queues are for a store that has.
+		if s.shm == nil {
+			for i := range s.shards {
+				sh := &s.shards[i]
+				s.lock(sh)
+				sh.pending = sh.pending[:0]
+				s.unlock(sh)
+			}
+		}
+		return false
+	}
 	s.aloneMu.Lock()
 	alone := !listed && time.Since(s.peerSeen) > aloneAfter
-	s.alone.Store(alone)
+	s.setAlone(alone)
 	s.aloneMu.Unlock()
 	var fresh []byte
 	for i := range s.shards {
 		sh := &s.shards[i]
-		sh.mu.Lock()
-		if len(sh.pending) > 0 {
-			fresh = append(fresh, sh.pending...)
-			sh.pending = sh.pending[:0]
-		}
-		sh.mu.Unlock()
-	}
-	if s.cfg.Transport == nil {
-		return false
+		s.lock(sh)
+		fresh = s.drain(sh, fresh)
+		s.unlock(sh)
 	}
 	now := time.Now()
 	const per = (maxPacket - 200) / digestLen * digestLen // room for the header
@@ -357,7 +469,10 @@ func (s *NonceStore) flush() (busy bool) {
 	if !sent && ackNew {
 		s.send(0, nil) // acknowledgements only
 	}
-	return len(fresh) > 0 || len(s.unacked) > 0 || sent || ackNew
+	// Other processes of a shared file queue nonces without waking this loop: while
+	// there are peers to send them to, it keeps its pace.
+	polling := s.shm != nil && !alone
+	return len(fresh) > 0 || len(s.unacked) > 0 || sent || ackNew || polling
 }
 
 // send writes one message: version, name, incarnation, sequence (0: none), the
@@ -458,15 +573,15 @@ func (s *NonceStore) onMsg(b []byte) {
 func (s *NonceStore) sawPeer() {
 	s.aloneMu.Lock()
 	s.peerSeen = time.Now()
-	s.alone.Store(false)
+	s.setAlone(false)
 	s.aloneMu.Unlock()
 }
 
 func (s *NonceStore) remember(d digest, exp, now int64) {
 	sh := &s.shards[d[0]%nonceShards]
-	sh.mu.Lock()
+	s.lock(sh)
 	s.insertLocked(sh, d, exp, now)
-	sh.mu.Unlock()
+	s.unlock(sh)
 }
 
 // localState sends every live nonce with its expiry to a joining node, so it refuses
@@ -481,14 +596,14 @@ func (s *NonceStore) localState(join bool) []byte {
 	b := []byte{wireVersion}
 	for i := range s.shards {
 		sh := &s.shards[i]
-		sh.mu.Lock()
+		s.lock(sh)
 		for _, e := range sh.t.slots {
 			if e.exp > nowSec {
 				b = append(b, e.d[:]...)
 				b = binary.AppendUvarint(b, uint64(int64(e.exp)*int64(time.Second)-now))
 			}
 		}
-		sh.mu.Unlock()
+		s.unlock(sh)
 	}
 	return b
 }
