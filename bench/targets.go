@@ -26,8 +26,9 @@ const (
 	// tTollgatePerCPU is an experiment, not a deployment: one node per CPU, each
 	// with one P (GOMAXPROCS=1) and not clustered, the load spread over them. It
 	// measures what a worker-per-CPU data plane could reach, where a connection
-	// never leaves its CPU; the nodes share no nonces or quota counters, which a
-	// real one must (README, "Where the host puts the vCPUs"). Not run by default.
+	// never leaves its CPU. The nodes share one nonce table (--nonce-file on
+	// /dev/shm) but not their quota counters, which a real one must (README, "Where
+	// the host puts the vCPUs"). Not run by default.
 	tTollgatePerCPU = "tollgate-percpu"
 )
 
@@ -260,6 +261,16 @@ func (l *lab) tollgate(ctx context.Context, name, bin string, size int, perCPU b
 		}
 	}()
 	var nodes []*tollgateNode
+	nonceFile := ""
+	if perCPU {
+		// The nodes share one nonce table in memory, as workers of one node would.
+		dir, err := os.MkdirTemp("/dev/shm", "tollgate-bench-")
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: a directory for the shared nonce file: %w", name, err)
+		}
+		l.cleanup.add(func() { os.RemoveAll(dir) })
+		nonceFile = filepath.Join(dir, "nonces")
+	}
 	for i := range size {
 		var addrs [4]string
 		for k := range addrs {
@@ -275,6 +286,9 @@ func (l *lab) tollgate(ctx context.Context, name, bin string, size int, perCPU b
 			"--subdomain-daily-limit", "0"}
 		if i > 0 && !perCPU {
 			args = append(args, "--join", nodes[0].gossip)
+		}
+		if nonceFile != "" {
+			args = append(args, "--nonce-file", nonceFile)
 		}
 		cmd := exec.Command(bin, args...)
 		if perCPU {

@@ -53,6 +53,11 @@ type Config struct {
 	// signed calls a node can take per window. Beyond it, signed calls are refused
 	// until old nonces expire.
 	NonceCapacity int
+	// NonceFile, when set, keeps the nonce table in that file (on tmpfs: /dev/shm),
+	// shared with every other node on the host that names it: a nonce used on one is
+	// refused on all at once, before gossip could carry it. Nodes sharing a file must
+	// have the same NonceCapacity.
+	NonceFile string
 	// TrustedProxies lists proxies (CIDRs or addresses) whose X-Forwarded-For names the
 	// client; empty trusts nobody.
 	TrustedProxies []string

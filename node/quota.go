@@ -17,7 +17,8 @@ func (n *Node) startQuotas() error {
 	if err != nil {
 		return fmt.Errorf("quota limiter: %w", err)
 	}
-	n.nonces, err = ratelimit.NewNonceStore(ratelimit.NonceConfig{Transport: n.gossip, Registerer: n.reg, MaxEntries: n.cfg.NonceCapacity})
+	n.nonces, err = ratelimit.NewNonceStore(ratelimit.NonceConfig{Transport: n.gossip, Registerer: n.reg, MaxEntries: n.cfg.NonceCapacity,
+		SharedFile: n.cfg.NonceFile})
 	if err != nil {
 		n.limiter.Close()
 		return fmt.Errorf("nonce store: %w", err)
