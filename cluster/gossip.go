@@ -7,6 +7,7 @@ import (
 	"io"
 	"log"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -60,7 +61,20 @@ type NodeMeta struct {
 	// RaftTLS says the node's raft transport is mutual TLS. A member of an older
 	// version publishes nothing here, which reads as false.
 	RaftTLS bool `msgpack:"tls,omitempty"`
+	// Role says which of the node's parts this member is: RoleNode (the default), a
+	// RoleControl whose data plane runs in workers, or one of those RoleWorkers.
+	Role string `msgpack:"role,omitempty"`
 }
+
+// Member roles (NodeMeta.Role). A node runs its data plane in process, or in worker
+// processes that join the gossip as members of their own: then the node's own member
+// is its control (raft, admin API, the nonces it gossips for its workers) and counts
+// quotas nowhere, and each worker counts its own.
+const (
+	RoleNode    = ""
+	RoleControl = "control"
+	RoleWorker  = "worker"
+)
 
 // MemberState is a member's state as this node's failure detector sees it.
 type MemberState int
@@ -145,7 +159,7 @@ type Gossip struct {
 	// peers holds private copies of the live members but this one, rebuilt on every
 	// membership event: memberlist keeps changing the *Node values Members() returns,
 	// so sending to those would race with its own updates.
-	peers atomic.Pointer[[]*memberlist.Node]
+	peers atomic.Pointer[[]peer]
 
 	metaMu sync.Mutex
 	meta   []byte
@@ -418,15 +432,24 @@ func (g *Gossip) SetMeta(meta NodeMeta, timeout time.Duration) error {
 // memberlist's TCP timeout. It returns the errors of the sends that failed; delivery
 // over UDP is best effort, so a user that must not lose data repeats it.
 func (g *Gossip) SendToAll(channel byte, msg []byte) error {
-	buf := make([]byte, 1+len(msg))
-	buf[0] = channel
-	copy(buf[1:], msg)
-	var errs []error
+	return g.sendTo(channel, msg, nil)
+}
+
+// sendTo sends to the live peers whose role to accepts (nil: all).
+func (g *Gossip) sendTo(channel byte, msg []byte, to func(role string) bool) error {
 	peers := g.peers.Load()
 	if peers == nil {
 		return nil
 	}
-	for _, n := range *peers {
+	buf := make([]byte, 1+len(msg))
+	buf[0] = channel
+	copy(buf[1:], msg)
+	var errs []error
+	for _, p := range *peers {
+		if to != nil && !to(p.role) {
+			continue
+		}
+		n := p.node
 		var err error
 		if len(buf) <= udpPayloadMax {
 			err = g.ml.SendBestEffort(n, buf)
@@ -446,6 +469,47 @@ func (g *Gossip) SendToAll(channel byte, msg []byte) error {
 // side is eventually marked dead. Set it on both sides for a clean partition; nil
 // heals it (call Join again to exchange state at once, as after any partition).
 func (g *Gossip) SetDropFilter(drop func(addr string) bool) { g.netT.drop.set(drop) }
+
+// View is the part of the gossip that reaches the members of some roles only: the
+// users of a channel that only those members register (quota counts go to the members
+// that count quotas, nonces to the nodes). It satisfies ratelimit.Transport.
+type View struct {
+	g     *Gossip
+	roles []string
+}
+
+// View returns the members of roles as a transport of their own.
+func (g *Gossip) View(roles ...string) *View { return &View{g: g, roles: roles} }
+
+func (v *View) has(role string) bool { return slices.Contains(v.roles, role) }
+
+// LocalName returns this member's name.
+func (v *View) LocalName() string { return v.g.name }
+
+// MemberNames returns the live members of the view's roles, this one included, sorted.
+func (v *View) MemberNames() []string {
+	names := []string{v.g.name}
+	v.g.mu.Lock()
+	for _, m := range v.g.table {
+		if m.Name != v.g.name && m.State == MemberAlive && v.has(m.Meta.Role) {
+			names = append(names, m.Name)
+		}
+	}
+	v.g.mu.Unlock()
+	sort.Strings(names)
+	return names
+}
+
+// SendToAll sends msg on channel to every other live member of the view's roles, as
+// Gossip.SendToAll does to all.
+func (v *View) SendToAll(channel byte, msg []byte) error {
+	return v.g.sendTo(channel, msg, v.has)
+}
+
+// Register attaches a user to a channel (Gossip.Register).
+func (v *View) Register(channel byte, onMsg func(msg []byte), localState func(join bool) []byte, mergeState func(buf []byte, join bool)) error {
+	return v.g.Register(channel, onMsg, localState, mergeState)
+}
 
 // gossipDelegate is Gossip seen as memberlist's Delegate.
 type gossipDelegate Gossip
@@ -543,7 +607,7 @@ func (e *gossipEvents) NotifyUpdate(n *memberlist.Node) {
 
 // rebuildPeers publishes copies of the live members but this one. Called with e.mu held.
 func (e *gossipEvents) rebuildPeers() {
-	peers := make([]*memberlist.Node, 0, len(e.table))
+	peers := make([]peer, 0, len(e.table))
 	for _, m := range e.table {
 		if m.Name == e.name || m.State != MemberAlive {
 			continue
@@ -553,9 +617,15 @@ func (e *gossipEvents) rebuildPeers() {
 			continue
 		}
 		p, _ := strconv.Atoi(port)
-		peers = append(peers, &memberlist.Node{Name: m.Name, Addr: net.ParseIP(host), Port: uint16(p)})
+		peers = append(peers, peer{node: &memberlist.Node{Name: m.Name, Addr: net.ParseIP(host), Port: uint16(p)}, role: m.Meta.Role})
 	}
 	e.peers.Store(&peers)
+}
+
+// peer is a live member to send to, with its role.
+type peer struct {
+	node *memberlist.Node
+	role string
 }
 
 // eventQueue hands events to the handler on its own goroutine, in order, so a slow

@@ -271,3 +271,68 @@ func TestGossipDropFilterPartitions(t *testing.T) {
 		return gs[0].NumMembers() == 3 && gs[1].NumMembers() == 3 && gs[2].NumMembers() == 3
 	})
 }
+
+// TestGossipViewByRole: a view lists and reaches the members of its roles only, so a
+// node's control, which counts no quotas, neither acknowledges nor receives counts,
+// and workers get no nonce batches (they share their node's table).
+func TestGossipViewByRole(t *testing.T) {
+	start := func(name, role string) *Gossip {
+		g, err := NewGossip(GossipConfig{NodeName: name, BindAddr: "127.0.0.1", Meta: NodeMeta{ID: name, Role: role}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = g.Shutdown() })
+		return g
+	}
+	node := start("a", RoleNode)
+	control := start("b", RoleControl)
+	worker := start("b-w0", RoleWorker)
+	all := []*Gossip{node, control, worker}
+	for _, g := range all[1:] {
+		if _, err := g.Join([]string{node.Addr()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 3*time.Second, "all members listed", func() bool {
+		for _, g := range all {
+			if len(g.View(RoleNode, RoleControl, RoleWorker).MemberNames()) != 3 {
+				return false
+			}
+		}
+		return true
+	})
+	if got := node.View(RoleNode, RoleWorker).MemberNames(); fmt.Sprint(got) != "[a b-w0]" {
+		t.Errorf("counting members seen from the node: %v", got)
+	}
+	if got := worker.View(RoleNode, RoleControl).MemberNames(); fmt.Sprint(got) != "[a b b-w0]" {
+		t.Errorf("nonce members seen from a worker (itself included): %v", got)
+	}
+	var mu sync.Mutex
+	got := map[string]int{}
+	for _, g := range all {
+		if err := g.Register(9, func(msg []byte) {
+			mu.Lock()
+			got[g.LocalName()]++
+			mu.Unlock()
+		}, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 20 { // UDP: enough sends that a lost packet does not fail the test
+		if err := node.View(RoleNode, RoleWorker).SendToAll(9, []byte("counts")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	waitFor(t, 2*time.Second, "the worker to receive", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return got["b-w0"] > 0
+	})
+	time.Sleep(50 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if got["b"] != 0 || got["a"] != 0 {
+		t.Errorf("a send to the counting members reached the control or the sender: %v", got)
+	}
+}

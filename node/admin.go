@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tollgate/tollgate/cluster"
@@ -62,7 +63,11 @@ func (n *Node) adminHandler() http.Handler {
 			w.Write([]byte("ready\n"))
 		}
 	})
-	mux.Handle("GET /metrics", n.auth(promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg})))
+	var metrics prometheus.Gatherer = n.reg
+	if n.pool != nil {
+		metrics = prometheus.Gatherers{n.reg, n.pool} // the workers' data plane and quotas
+	}
+	mux.Handle("GET /metrics", n.auth(promhttp.HandlerFor(metrics, promhttp.HandlerOpts{Registry: n.reg})))
 	mux.Handle("/debug/pprof/", n.auth(http.HandlerFunc(pprof.Index)))
 	mux.Handle("/debug/pprof/profile", n.auth(http.HandlerFunc(pprof.Profile)))
 	mux.Handle("/debug/pprof/trace", n.auth(http.HandlerFunc(pprof.Trace)))

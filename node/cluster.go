@@ -47,7 +47,7 @@ func (n *Node) startGossip() error {
 		BindPort:  p,
 		SecretKey: n.cfg.GossipKey,
 		Meta: cluster.NodeMeta{ID: n.cfg.NodeID, RaftAddr: n.cfg.Raft, AdminAddr: n.advertisedAdmin(),
-			RaftTLS: n.cfg.RaftTLSCA != ""},
+			RaftTLS: n.cfg.RaftTLSCA != "", Role: n.role()},
 		LogOutput: n.cfg.RaftLog,
 	})
 	return err
@@ -114,7 +114,8 @@ const peersFile = "peers"
 func (n *Node) rememberPeers() {
 	var addrs []string
 	for _, m := range n.gossip.Members() {
-		if m.Name != n.cfg.NodeID && m.State == cluster.MemberAlive {
+		// Workers come and go with their node, at new addresses.
+		if m.Name != n.cfg.NodeID && m.State == cluster.MemberAlive && m.Meta.Role != cluster.RoleWorker {
 			addrs = append(addrs, m.Addr)
 		}
 	}
@@ -367,4 +368,12 @@ func (n *Node) replayLocal(restored *fsm.State, restoredIndex uint64) (s *fsm.St
 		return nil
 	})
 	return scratch.State(), last, err
+}
+
+// role is the node's gossip role: a control when its data plane runs in workers.
+func (n *Node) role() string {
+	if n.cfg.Workers > 0 {
+		return cluster.RoleControl
+	}
+	return cluster.RoleNode
 }

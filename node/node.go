@@ -58,6 +58,14 @@ type Config struct {
 	// refused on all at once, before gossip could carry it. Nodes sharing a file must
 	// have the same NonceCapacity.
 	NonceFile string
+	// Workers, when above 0, runs the data plane in that many worker processes of one
+	// P each (GOMAXPROCS=1) on the node's listeners: a connection's work then stays on
+	// one CPU, which is what the CPU per request depends on (README). Workers count
+	// quotas as gossip members of their own and share the node's nonce table in
+	// memory. 0 serves in the node's process.
+	Workers int
+	// WorkerCommand starts a worker (default: this executable with "worker").
+	WorkerCommand []string
 	// TrustedProxies lists proxies (CIDRs or addresses) whose X-Forwarded-For names the
 	// client; empty trusts nobody.
 	TrustedProxies []string
@@ -125,11 +133,15 @@ type Node struct {
 
 	forwardClient *http.Client
 
-	certs   certStore
-	tlsLn   net.Listener
-	dataLn  net.Listener
-	adminLn net.Listener
-	admin   *http.Server
+	certs certStore
+	tlsLn net.Listener
+	// With Workers: the pool, and what it hands every worker (the nonce table's
+	// file, the listeners' sockets).
+	pool        *workerPool
+	workerFiles []*os.File
+	dataLn      net.Listener
+	adminLn     net.Listener
+	admin       *http.Server
 
 	// served is the state index the data plane serves; servedCh is closed and replaced
 	// each time it moves, so writers can wait for their change to be live.
@@ -208,7 +220,10 @@ func Start(cfg Config) (*Node, error) {
 			n.adminLn.Close()
 			return nil, fmt.Errorf("TLS data plane: %w", err)
 		}
-		n.tlsLn = tls.NewListener(proxy.NewListener(ln), &tls.Config{GetCertificate: n.certs.getCertificate, MinVersion: tls.VersionTLS12})
+		n.tlsLn = ln // workers wrap it themselves
+		if cfg.Workers == 0 {
+			n.tlsLn = tls.NewListener(proxy.NewListener(ln), &tls.Config{GetCertificate: n.certs.getCertificate, MinVersion: tls.VersionTLS12})
+		}
 	}
 	if err := n.startGossip(); err != nil {
 		n.dataLn.Close()
@@ -224,18 +239,20 @@ func Start(cfg Config) (*Node, error) {
 		n.adminLn.Close()
 		return nil, err
 	}
-	n.proxy, err = proxy.New(proxy.Config{
-		BaseDomain:          cfg.BaseDomain,
-		MaxBodySize:         cfg.MaxBodySize,
-		Registerer:          n.reg,
-		Ready:               n.Ready,
-		NodeID:              id,
-		Logger:              n.log,
-		Nonces:              n.nonces,
-		Limiter:             n.limiter,
-		SubdomainDailyLimit: cfg.SubdomainDailyLimit,
-		TrustedProxies:      cfg.TrustedProxies,
-	})
+	if cfg.Workers == 0 {
+		n.proxy, err = proxy.New(proxy.Config{
+			BaseDomain:          cfg.BaseDomain,
+			MaxBodySize:         cfg.MaxBodySize,
+			Registerer:          n.reg,
+			Ready:               n.Ready,
+			NodeID:              id,
+			Logger:              n.log,
+			Nonces:              n.nonces,
+			Limiter:             n.limiter,
+			SubdomainDailyLimit: cfg.SubdomainDailyLimit,
+			TrustedProxies:      cfg.TrustedProxies,
+		})
+	}
 	if err != nil {
 		n.stopQuotas()
 		n.gossip.Shutdown()
@@ -264,23 +281,36 @@ func Start(cfg Config) (*Node, error) {
 	})
 	n.updatePolicies(n.fsm.State())
 	restored := n.fsm.State() // the snapshot raft restored, before anything is applied
-	n.proxy.Update(n.fsm.State())
-	n.certs.update(n.fsm.State())
+	if n.proxy != nil {
+		n.proxy.Update(n.fsm.State())
+		n.certs.update(n.fsm.State())
+	} else if err := n.startWorkers(); err != nil {
+		n.members.Stop()
+		n.raft.Close()
+		n.stopQuotas()
+		n.gossip.Shutdown()
+		n.dataLn.Close()
+		n.adminLn.Close()
+		return nil, err
+	}
 	if (n.raft.StartIndex() > 0 || n.raft.RestoredIndex() > 0) && cfg.ProvisionalWait > 0 {
 		n.wg.Add(1)
 		go n.provisionalLoop(restored, n.raft.RestoredIndex())
 	}
-	n.wg.Add(4)
+	n.wg.Add(3)
 	go n.compileLoop()
 	go n.readyLoop()
 	go n.secretLoop()
-	go func() {
-		defer n.wg.Done()
-		if err := n.proxy.Serve(n.dataLn); err != nil && !n.draining.Load() {
-			n.log.Error("data plane stopped", "err", err)
-		}
-	}()
-	if n.tlsLn != nil {
+	if n.proxy != nil {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			if err := n.proxy.Serve(n.dataLn); err != nil && !n.draining.Load() {
+				n.log.Error("data plane stopped", "err", err)
+			}
+		}()
+	}
+	if n.tlsLn != nil && n.proxy != nil {
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
@@ -338,19 +368,40 @@ func (n *Node) compileLoop() {
 // publish makes the data plane serve s, a state of the FSM, and wakes the writers
 // waiting for it. The caller holds provMu.
 func (n *Node) publish(s *fsm.State) {
+	if n.pool != nil {
+		// Served once every worker says so (noteServed).
+		n.pool.publish(s)
+		return
+	}
 	n.updatePolicies(s)
 	n.proxy.Update(s)
 	if err := n.certs.update(s); err != nil {
 		n.log.Error("TLS certificates", "err", err)
 	}
-	n.servedMu.Lock()
 	// s.Index, not the FSM's applied index: that one is stored after Apply notifies,
 	// so reading it here could miss the change being published (and no notification
 	// would follow), or count a state not yet published.
-	n.served = max(n.served, s.Index)
+	n.markServed(s.Index)
+}
+
+// markServed records that the data plane serves the state at index, waking the
+// writers waiting for it.
+func (n *Node) markServed(index uint64) {
+	n.servedMu.Lock()
+	defer n.servedMu.Unlock()
+	if index <= n.served {
+		return
+	}
+	n.served = index
 	close(n.servedCh)
 	n.servedCh = make(chan struct{})
-	n.servedMu.Unlock()
+}
+
+// noteServed moves the served index to what every live worker serves.
+func (n *Node) noteServed() {
+	if index, ok := n.pool.servedIndex(); ok {
+		n.markServed(index)
+	}
 }
 
 // waitServed blocks until the data plane serves a state at or after index, or the
@@ -422,6 +473,9 @@ func (n *Node) readyLoop() {
 			continue
 		}
 		n.ready.Store(true)
+		if n.pool != nil {
+			n.pool.setReady(true)
+		}
 		n.log.Info("node ready", "applied_index", applied, "target_index", target)
 		return
 	}
@@ -513,7 +567,15 @@ func (n *Node) Close(ctx context.Context) error {
 		return nil
 	}
 	var errs []error
-	if err := n.proxy.Shutdown(ctx); err != nil {
+	if n.pool != nil {
+		wait := 10 * time.Second
+		if d, ok := ctx.Deadline(); ok {
+			wait = max(time.Until(d), 0)
+		}
+		n.pool.setReady(false)
+		n.pool.stop(wait)
+		n.closeWorkerFiles()
+	} else if err := n.proxy.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("data plane: %w", err))
 	}
 	n.leave(ctx)
@@ -580,9 +642,15 @@ func (n *Node) Kill() {
 	if !n.draining.CompareAndSwap(false, true) {
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	n.proxy.Shutdown(ctx)
+	if n.pool != nil {
+		n.pool.kill()
+		n.pool.wg.Wait()
+		n.closeWorkerFiles()
+	} else {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		n.proxy.Shutdown(ctx)
+	}
 	n.admin.Close()
 	close(n.stop)
 	n.members.Stop()

@@ -2,30 +2,67 @@ package node
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/tollgate/tollgate/fsm"
 	"github.com/tollgate/tollgate/proxy"
 	"github.com/tollgate/tollgate/ratelimit"
+	"golang.org/x/sys/unix"
 )
 
 // startQuotas creates the cluster-wide quota limiter and nonce store over gossip. They
 // register their gossip channels here, before the node joins, so the push/pull of the
 // join already carries the cluster's counts and nonces.
+//
+// A node with workers counts no quotas itself (its workers do, as members of their
+// own); its nonce store keeps the table its workers share, in memory, and sends the
+// nonces they use to the other nodes.
 func (n *Node) startQuotas() error {
 	var err error
-	n.limiter, err = ratelimit.New(ratelimit.Config{Transport: n.gossip, Registerer: n.reg})
-	if err != nil {
-		return fmt.Errorf("quota limiter: %w", err)
+	if n.cfg.Workers == 0 {
+		n.limiter, err = ratelimit.New(ratelimit.Config{Transport: n.gossip.View(quotaRoles...), Registerer: n.reg})
+		if err != nil {
+			return fmt.Errorf("quota limiter: %w", err)
+		}
 	}
-	n.nonces, err = ratelimit.NewNonceStore(ratelimit.NonceConfig{Transport: n.gossip, Registerer: n.reg, MaxEntries: n.cfg.NonceCapacity,
-		SharedFile: n.cfg.NonceFile})
+	shared := n.cfg.NonceFile
+	if n.cfg.Workers > 0 {
+		f, err := n.nonceTableFile()
+		if err != nil {
+			n.stopQuotas()
+			return err
+		}
+		n.workerFiles = append(n.workerFiles, f)
+		shared = fmt.Sprintf("/proc/self/fd/%d", f.Fd())
+	}
+	n.nonces, err = ratelimit.NewNonceStore(ratelimit.NonceConfig{Transport: n.gossip.View(nonceRoles...), Registerer: n.reg,
+		MaxEntries: n.cfg.NonceCapacity, SharedFile: shared})
 	if err != nil {
-		n.limiter.Close()
+		n.stopQuotas()
 		return fmt.Errorf("nonce store: %w", err)
 	}
-	n.limiter.Start()
+	if n.limiter != nil {
+		n.limiter.Start()
+	}
 	n.nonces.Start()
 	return nil
+}
+
+// nonceTableFile is the file the node and its workers keep the nonce table in:
+// NonceFile, or else an anonymous one in memory (memfd) that goes with the processes.
+func (n *Node) nonceTableFile() (*os.File, error) {
+	if n.cfg.NonceFile != "" {
+		f, err := os.OpenFile(n.cfg.NonceFile, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("nonce file: %w", err)
+		}
+		return f, nil
+	}
+	fd, err := unix.MemfdCreate("tollgate-nonces", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("nonce table in memory (memfd): %w", err)
+	}
+	return os.NewFile(uintptr(fd), "tollgate-nonces"), nil
 }
 
 func (n *Node) stopQuotas() {
@@ -67,6 +104,9 @@ func withSubdomainCap(ps []ratelimit.Policy, perDay int64) []ratelimit.Policy {
 // updatePolicies hands the state's traffic policies to the limiter. It runs before the
 // routing table that refers to them is swapped in.
 func (n *Node) updatePolicies(s *fsm.State) {
+	if n.limiter == nil {
+		return // the workers count quotas
+	}
 	ps, err := trafficPolicies(s)
 	if err == nil {
 		err = n.limiter.SetPolicies(withSubdomainCap(ps, n.cfg.SubdomainDailyLimit))

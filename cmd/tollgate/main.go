@@ -40,6 +40,6 @@ $TOLLGATE_ADMIN_TOKEN, else the one a local node wrote into ./tollgate-data.`,
 	}
 	root.AddCommand(nodeCommand(), applyCommand(), deployCommand(), undeployCommand(),
 		historyCommand(), rollbackCommand(), getCommand(), membersCommand(), versionCommand(),
-		grantCommand(), revokeCommand(), appCommand(), callCommand())
+		grantCommand(), revokeCommand(), appCommand(), callCommand(), workerCommand())
 	return root
 }

@@ -80,6 +80,7 @@ DATA/admin-token. SIGTERM or SIGINT drains the node and stops it cleanly.`,
 	f.IntVar(&cfg.MaxBodySize, "max-body", cfg.MaxBodySize, "largest request body the data plane accepts, in bytes")
 	f.IntVar(&cfg.NonceCapacity, "nonce-capacity", 0, "used nonces remembered over the 15-minute signature window (default 4000000, rounded up to 6.3M in 168 MB, about 27 bytes each): a node takes at most this many signed calls per window, 7,000 a second sustained at the default; beyond it signed calls are refused (A400NU) until old nonces expire")
 	f.StringVar(&cfg.NonceFile, "nonce-file", "", "file (on tmpfs, e.g. /dev/shm/tollgate-nonces) holding the nonce table, shared with the other nodes on this host that name it: a nonce used on one is refused on all at once; they need the same --nonce-capacity")
+	f.IntVar(&cfg.Workers, "workers", 0, "data plane worker processes of one CPU thread each (GOMAXPROCS=1) on the node's listeners; one per CPU keeps each connection on its CPU, the lowest CPU per request; 0 serves in the node's own process")
 	f.Int64Var(&cfg.SubdomainDailyLimit, "subdomain-daily-limit", cfg.SubdomainDailyLimit, "calls a day each group takes on its default subdomain <group>.<base-domain> (custom domains are not capped); 0: no cap")
 	f.StringSliceVar(&cfg.TrustedProxies, "trusted-proxies", nil, "proxies (CIDRs or addresses) whose X-Forwarded-For names the client, comma-separated")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -94,4 +95,21 @@ DATA/admin-token. SIGTERM or SIGINT drains the node and stops it cleanly.`,
 	f.Uint64Var(&cfg.TrailingLogs, "trailing-logs", cfg.TrailingLogs, "log entries kept after a snapshot, for followers a little behind")
 	f.DurationVar(&cfg.ProvisionalWait, "provisional-wait", cfg.ProvisionalWait, "a node restarted with no leader in sight serves its own snapshot and log after this long (marked stale); negative: never")
 	return cmd
+}
+
+// workerCommand is what a node with --workers starts, once per worker; not for people.
+func workerCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:    "worker",
+		Short:  "A data plane worker of a node with --workers (started by the node)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			// A terminal's Ctrl-C or a service manager's SIGTERM reaches the whole process
+			// group: the node drains its workers itself, and a worker whose node is gone
+			// stops on its own.
+			signal.Ignore(syscall.SIGINT, syscall.SIGTERM)
+			return node.RunWorker()
+		},
+	}
 }

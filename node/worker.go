@@ -1,0 +1,247 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+	"github.com/tollgate/tollgate/cluster"
+	"github.com/tollgate/tollgate/fsm"
+	"github.com/tollgate/tollgate/proxy"
+	"github.com/tollgate/tollgate/ratelimit"
+)
+
+// RunWorker is a data plane worker's main: started by a node with Workers set (as
+// `tollgate worker`), it serves the node's data plane listeners from the state the
+// node sends it, counts quotas as a gossip member of its own and uses the node's
+// shared nonce table, until the node tells it to drain or goes away. It returns
+// when it has stopped.
+func RunWorker() error {
+	ctl := os.NewFile(workerFdControl, "control")
+	conn, err := net.FileConn(ctl)
+	ctl.Close()
+	if err != nil {
+		return fmt.Errorf("worker: control socket: %w", err)
+	}
+	defer conn.Close()
+	fc := newFrameConn(conn)
+	typ, payload, err := fc.read()
+	if err != nil || typ != frameHello {
+		return fmt.Errorf("worker: no hello from the node (%v)", err)
+	}
+	var h workerHello
+	if err := json.Unmarshal(payload, &h); err != nil {
+		return fmt.Errorf("worker: hello: %w", err)
+	}
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(h.LogLevel))
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("node", h.NodeID, "worker", h.Index)
+	w, err := startWorker(h, fc, log)
+	if err != nil {
+		log.Error("worker did not start", "err", err)
+		return err
+	}
+	return w.run()
+}
+
+type dataWorker struct {
+	h       workerHello
+	log     *slog.Logger
+	fc      *frameConn
+	reg     *prometheus.Registry
+	gossip  *cluster.Gossip
+	limiter *ratelimit.Limiter
+	nonces  *ratelimit.NonceStore
+	proxy   *proxy.Proxy
+	certs   certStore
+	ready   atomic.Bool
+	served  chan error
+}
+
+func startWorker(h workerHello, fc *frameConn, log *slog.Logger) (_ *dataWorker, err error) {
+	w := &dataWorker{h: h, log: log, fc: fc, reg: prometheus.NewRegistry(), served: make(chan error, 2)}
+	reg := prometheus.WrapRegistererWith(prometheus.Labels{"worker": strconv.Itoa(h.Index)}, w.reg)
+	var stack []func()
+	defer func() {
+		if err != nil {
+			for i := len(stack) - 1; i >= 0; i-- {
+				stack[i]()
+			}
+		}
+	}()
+	// A name per process, not per slot: memberlist will not let a restarted worker
+	// take over the name of the dead one at a new address.
+	w.gossip, err = cluster.NewGossip(cluster.GossipConfig{
+		NodeName:  fmt.Sprintf("%s/w%d.%d", h.NodeID, h.Index, os.Getpid()),
+		BindAddr:  h.GossipHost,
+		SecretKey: h.GossipKey,
+		Meta:      cluster.NodeMeta{Role: cluster.RoleWorker},
+	})
+	if err != nil {
+		return nil, err
+	}
+	stack = append(stack, func() { _ = w.gossip.Shutdown() })
+	if w.limiter, err = ratelimit.New(ratelimit.Config{Transport: w.gossip.View(quotaRoles...), Registerer: reg}); err != nil {
+		return nil, fmt.Errorf("quota limiter: %w", err)
+	}
+	stack = append(stack, w.limiter.Close)
+	nonceFile := fmt.Sprintf("/proc/self/fd/%d", workerFdNonces)
+	if w.nonces, err = ratelimit.NewNonceStore(ratelimit.NonceConfig{SharedFile: nonceFile, MaxEntries: h.NonceCapacity}); err != nil {
+		return nil, fmt.Errorf("nonce store: %w", err)
+	}
+	stack = append(stack, w.nonces.Close)
+	// Join before serving: the push/pull of the join brings the counts of the members
+	// that count quotas, so the first calls are decided against them.
+	if len(h.Join) > 0 {
+		if _, err := w.gossip.Join(h.Join); err != nil {
+			return nil, fmt.Errorf("join the node's gossip: %w", err)
+		}
+	}
+	w.limiter.Start()
+	w.proxy, err = proxy.New(proxy.Config{
+		BaseDomain:          h.BaseDomain,
+		MaxBodySize:         h.MaxBodySize,
+		Registerer:          reg,
+		Ready:               w.ready.Load,
+		NodeID:              fmt.Sprintf("%s/w%d", h.NodeID, h.Index),
+		Logger:              log,
+		Nonces:              w.nonces,
+		Limiter:             w.limiter,
+		SubdomainDailyLimit: h.SubdomainDailyLimit,
+		TrustedProxies:      h.TrustedProxies,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := w.serve(workerFdData, "data", false); err != nil {
+		return nil, err
+	}
+	if h.TLS {
+		if err := w.serve(workerFdTLS, "tls", true); err != nil {
+			return nil, err
+		}
+	}
+	return w, nil
+}
+
+// serve starts serving the inherited listener at fd.
+func (w *dataWorker) serve(fd uintptr, name string, withTLS bool) error {
+	f := os.NewFile(fd, name)
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("%s listener: %w", name, err)
+	}
+	if withTLS {
+		ln = tls.NewListener(proxy.NewListener(ln), &tls.Config{GetCertificate: w.certs.getCertificate, MinVersion: tls.VersionTLS12})
+	}
+	go func() { w.served <- w.proxy.Serve(ln) }()
+	return nil
+}
+
+// run follows the node's frames until a drain, or until the node goes away.
+func (w *dataWorker) run() error {
+	for {
+		typ, payload, err := w.fc.read()
+		if err != nil {
+			// The node is gone (killed, or it closed us): do not outlive it.
+			w.log.Warn("lost the node; stopping", "err", err)
+			w.stop(5 * time.Second)
+			return nil
+		}
+		switch typ {
+		case frameState:
+			s, err := fsm.ReadSnapshot(bytes.NewReader(payload))
+			if err != nil {
+				w.log.Error("state from the node does not decode", "err", err)
+				continue
+			}
+			w.apply(s)
+			var b [8]byte
+			binary.LittleEndian.PutUint64(b[:], s.Index)
+			if err := w.fc.write(frameServed, b[:]); err != nil {
+				w.stop(5 * time.Second)
+				return nil
+			}
+		case frameReady:
+			w.ready.Store(len(payload) == 1 && payload[0] == 1)
+		case frameGather:
+			_ = w.fc.write(frameMetric, w.gather())
+		case frameDrain:
+			wait := 10 * time.Second
+			if len(payload) == 8 {
+				wait = time.Duration(binary.LittleEndian.Uint64(payload)) * time.Millisecond
+			}
+			w.ready.Store(false)
+			w.stop(wait)
+			return nil
+		}
+	}
+}
+
+// apply serves s: policies first, then the routes that refer to them (as the node
+// does in process).
+func (w *dataWorker) apply(s *fsm.State) {
+	ps, err := trafficPolicies(s)
+	if err == nil {
+		err = w.limiter.SetPolicies(withSubdomainCap(ps, w.h.SubdomainDailyLimit))
+	}
+	if err != nil {
+		w.log.Error("traffic policies not applied", "err", err)
+	}
+	w.proxy.Update(s)
+	if err := w.certs.update(s); err != nil {
+		w.log.Error("TLS certificates", "err", err)
+	}
+}
+
+// gather encodes the worker's metrics for the node's /metrics.
+func (w *dataWorker) gather() []byte {
+	mfs, err := w.reg.Gather()
+	if err != nil {
+		w.log.Warn("metrics", "err", err)
+	}
+	var buf bytes.Buffer
+	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeProtoDelim))
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			w.log.Warn("metrics", "err", err)
+			break
+		}
+	}
+	return buf.Bytes()
+}
+
+// stop drains: in-flight requests get up to wait, then the worker leaves the gossip
+// (the others drop its quota reservations at once) and stops.
+func (w *dataWorker) stop(wait time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := w.proxy.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		w.log.Warn("data plane shutdown", "err", err)
+	}
+	w.limiter.Close()
+	w.nonces.Close()
+	_ = w.gossip.Leave(time.Second)
+	_ = w.gossip.Shutdown()
+}
+
+// Roles of the members a transport reaches: those that count quotas (nodes serving
+// in process, and workers) and those that gossip nonces (nodes, and the controls of
+// nodes with workers, which send their workers' nonces).
+var (
+	quotaRoles = []string{cluster.RoleNode, cluster.RoleWorker}
+	nonceRoles = []string{cluster.RoleNode, cluster.RoleControl}
+)

@@ -1,0 +1,278 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/fsm"
+	"github.com/tollgate/tollgate/signature"
+)
+
+// testWorkerEnv makes the test binary a data plane worker (RunWorker) instead of
+// running tests: nodes with Workers start it so, over real processes.
+const testWorkerEnv = "TOLLGATE_NODE_TEST_WORKER"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(testWorkerEnv) == "1" {
+		if err := RunWorker(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// withWorkers makes a node run its data plane in n worker processes of this binary.
+func withWorkers(n int) func(*Config) {
+	return func(cfg *Config) {
+		cfg.Workers = n
+		cfg.WorkerCommand = []string{"/usr/bin/env", testWorkerEnv + "=1", os.Args[0]}
+	}
+}
+
+// workersBundle: a signed API under a daily quota of limit calls, answering body.
+func workersBundle(limit int64, body string) *fsm.Bundle {
+	return &fsm.Bundle{
+		Groups: []fsm.GroupSpec{{Name: "shop", APIs: []fsm.APISpec{{
+			Name: "items",
+			APIDef: fsm.APIDef{Method: "GET", Path: "/items", Auth: fsm.AuthApp, Traffic: "daily",
+				Backend: fsm.Backend{Type: fsm.BackendMock, Status: 200, Body: body}},
+			Deploy: []fsm.Stage{fsm.StageRelease},
+		}}}},
+		Traffic: []fsm.TrafficSpec{{Name: "daily", Window: "day", API: limit}},
+		Apps:    []fsm.AppSpec{{Name: "web", Owner: "ann", Key: "AK-workers", Secret: "SK-workers-secret"}},
+		Grants:  []fsm.GrantSpec{{App: "web", API: "shop/items", Stages: []fsm.Stage{fsm.StageRelease}}},
+	}
+}
+
+// fresh is an HTTP client that opens a new connection for every call, so the kernel
+// hands each to whichever worker accepts it.
+var fresh = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
+// signedRequest is a signed GET /items, with a fresh nonce: sending its headers again
+// is a replay.
+func signedRequest(t *testing.T) http.Header {
+	t.Helper()
+	req, err := http.NewRequest("GET", "http://shop.localhost/items", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := signature.NewSigner("AK-workers", "SK-workers-secret").SignHTTP(req); err != nil {
+		t.Fatal(err)
+	}
+	return req.Header
+}
+
+// send sends a request with headers h to addr, on a connection of its own.
+func send(t *testing.T, addr string, h http.Header) (status int, code, body string) {
+	t.Helper()
+	req, err := http.NewRequest("GET", "http://"+addr+"/items", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = "shop.localhost"
+	req.Header = h.Clone()
+	resp, err := fresh.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header.Get("X-Ca-Error-Code"), string(b)
+}
+
+// signedCall sends a freshly signed call to addr.
+func signedCall(t *testing.T, addr string) (status int, code, body string) {
+	t.Helper()
+	return send(t, addr, signedRequest(t))
+}
+
+// workerRequests reads, from the node's /metrics, the calls each worker answered.
+func workerRequests(t *testing.T, n *Node) map[string]float64 {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+n.AdminAddr()+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+n.Token())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	out := map[string]float64{}
+	re := regexp.MustCompile(`(?m)^tollgate_proxy_requests_total\{[^}]*worker="(\d+)"[^}]*\} (\S+)$`)
+	for _, m := range re.FindAllStringSubmatch(string(b), -1) {
+		v, _ := strconv.ParseFloat(m[2], 64)
+		out[m[1]] += v
+	}
+	return out
+}
+
+// TestWorkersActAsOneNode: a node whose data plane runs in two worker processes, in a
+// cluster with a node serving in process. Both workers take calls; the API's quota
+// holds across the workers and the other node exactly; a nonce used on one worker is
+// refused on the other and on the other node; a change is served by every worker
+// when its write returns.
+func TestWorkersActAsOneNode(t *testing.T) {
+	c := MakeCluster(t, 2, ClusterOptions{Configure: func(i int, cfg *Config) {
+		if i == 0 {
+			withWorkers(2)(cfg)
+		}
+	}})
+	workers, other := c.Nodes()[0].Node(), c.Nodes()[1].Node()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const limit = 60
+	if _, err := c.Nodes()[0].Client().Apply(ctx, workersBundle(limit, `{"v":1}`), false); err != nil {
+		t.Fatal(err)
+	}
+
+	// A change is live on every worker when the write returns.
+	if _, err := c.Nodes()[0].Client().Apply(ctx, workersBundle(limit, `{"v":2}`), false); err != nil {
+		t.Fatal(err)
+	}
+	admitted := 0
+	for i := range 12 {
+		st, code, body := signedCall(t, workers.DataAddr())
+		if st != 200 || body != `{"v":2}` {
+			t.Fatalf("call %d right after the write: %d %s %s, want 200 {\"v\":2}", i, st, code, body)
+		}
+		admitted++
+	}
+	per := workerRequests(t, workers)
+	if per["0"] == 0 || per["1"] == 0 {
+		t.Fatalf("calls per worker %v: both workers should take connections", per)
+	}
+
+	// Nonces: used on one worker, refused on the other (shared memory, at once) and on
+	// the other node (gossip, within a second).
+	for i := range 10 {
+		// A member that spent its part of the quota refuses (429) until its next
+		// budget; a refused call has used its nonce, so each try signs anew.
+		var nonce http.Header
+		for try := 0; nonce == nil; try++ {
+			h := signedRequest(t)
+			st, code, _ := send(t, workers.DataAddr(), h)
+			switch {
+			case st == 200:
+				nonce = h
+			case st != 429 || try == 100:
+				t.Fatalf("first use of nonce %d: %d %s (try %d)", i, st, code, try)
+			default:
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		admitted++
+		for range 3 { // fresh connections: the other worker too, most likely
+			if st, code, _ := send(t, workers.DataAddr(), nonce); st != 400 || code != "A400NU" {
+				t.Fatalf("nonce %d replayed on the node with workers: %d %s", i, st, code)
+			}
+		}
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			st, code, _ := send(t, other.DataAddr(), nonce)
+			if st == 400 && code == "A400NU" {
+				break
+			}
+			if st == 200 {
+				t.Fatalf("nonce %d used on a worker was fresh on the other node", i)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("nonce %d on the other node: %d %s", i, st, code)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	// The quota, across both workers and the other node: exactly limit calls in all.
+	deadline := time.Now().Add(15 * time.Second)
+	refusedInARow := 0
+	for i := 0; refusedInARow < 20; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 15 s: %d of %d admitted, %d refused in a row", admitted, limit, refusedInARow)
+		}
+		addr := workers.DataAddr()
+		if i%3 == 2 {
+			addr = other.DataAddr()
+		}
+		st, code, _ := signedCall(t, addr)
+		switch {
+		case st == 200:
+			admitted++
+			refusedInARow = 0
+		case st == 429:
+			if admitted >= limit {
+				refusedInARow++
+			} else {
+				time.Sleep(10 * time.Millisecond) // a member waits for its next budget
+			}
+		default:
+			t.Fatalf("call %d: %d %s", i, st, code)
+		}
+		if admitted > limit {
+			t.Fatalf("%d calls admitted under a quota of %d", admitted, limit)
+		}
+	}
+	if admitted != limit {
+		t.Fatalf("%d admitted, want %d", admitted, limit)
+	}
+	t.Logf("calls per worker %v; %d admitted of a quota of %d", workerRequests(t, workers), admitted, limit)
+}
+
+// TestWorkerCrashAndDrain: a worker killed is started again and serves; Close drains
+// the workers and none is left running.
+func TestWorkerCrashAndDrain(t *testing.T) {
+	n := startNode(t, "workers-crash", withWorkers(2))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	client := NewClient("http://"+n.AdminAddr(), n.Token())
+	if _, err := client.Apply(ctx, workersBundle(1_000_000, `{"ok":true}`), false); err != nil {
+		t.Fatal(err)
+	}
+	before := n.pool.pids()
+	if err := syscall.Kill(before[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		now := n.pool.pids()
+		if now[0] != 0 && now[0] != before[0] && now[1] == before[1] {
+			if _, ok := n.pool.servedIndex(); ok {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("worker 0 not back after 10 s: pids %v, were %v", now, before)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for i := range 20 {
+		if st, code, _ := signedCall(t, n.DataAddr()); st != 200 {
+			t.Fatalf("call %d after the restart: %d %s", i, st, code)
+		}
+	}
+	pids := n.pool.pids()
+	closeCtx, cancelClose := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancelClose()
+	if err := n.Close(closeCtx); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("worker %d still running after Close (kill -0: %v)", pid, err)
+		}
+	}
+	if _, err := fresh.Get("http://" + n.DataAddr() + "/"); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Errorf("data plane after Close: %v, want connection refused", err)
+	}
+}
