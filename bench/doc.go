@@ -25,9 +25,11 @@
 //     measured against;
 //   - tollgate: `tollgate node` built from ./cmd/tollgate on free ports with a
 //     temporary data directory; each scenario applies its own declarative file
-//     with `tollgate apply -f`; tollgate-3, three such nodes as one cluster;
+//     with `tollgate apply -f`; tollgate-workers, the same node with its data
+//     plane in one worker process per CPU (--workers); tollgate-3, three such
+//     nodes (in-process data planes) as one cluster;
 //   - tollgate-percpu (only when named in -targets): one single-P node per CPU,
-//     not clustered, an experiment measuring a worker-per-CPU data plane.
+//     not clustered, the experiment that preceded --workers.
 //
 // The load generator is closed-loop: -conns connections, each with exactly one
 // outstanding request, written and read on a raw connection with

@@ -170,13 +170,15 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 		case tBareProxy:
 			t, err = l.bareProxy(ctx)
 		case tTollgate:
-			t, node, err = l.tollgate(ctx, name, o.tollgateBin, 1, false)
+			t, node, err = l.tollgate(ctx, name, o.tollgateBin, 1, false, 0)
+		case tTollgateWorkers:
+			t, _, err = l.tollgate(ctx, name, o.tollgateBin, 1, false, runtime.NumCPU())
 		case tTollgateB:
-			t, _, err = l.tollgate(ctx, name, o.compareBin, 1, false)
+			t, _, err = l.tollgate(ctx, name, o.compareBin, 1, false, 0)
 		case tTollgate3:
-			t, _, err = l.tollgate(ctx, name, o.tollgateBin, 3, false)
+			t, _, err = l.tollgate(ctx, name, o.tollgateBin, 3, false, 0)
 		case tTollgatePerCPU:
-			t, _, err = l.tollgate(ctx, name, o.tollgateBin, runtime.NumCPU(), true)
+			t, _, err = l.tollgate(ctx, name, o.tollgateBin, runtime.NumCPU(), true, 0)
 		}
 		if ctx.Err() != nil {
 			return rep, ctx.Err()

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -23,19 +24,21 @@ const (
 	// A/B of two builds that shares the rounds' drift and placement with the first.
 	tTollgateB = "tollgate-b"
 	tTollgate3 = "tollgate-3" // three nodes on this machine, load spread over all
+	// tTollgateWorkers is the node with its data plane in one worker process per CPU
+	// (--workers), each with one P: a connection's work stays on its CPU.
+	tTollgateWorkers = "tollgate-workers"
 	// tTollgatePerCPU is an experiment, not a deployment: one node per CPU, each
 	// with one P (GOMAXPROCS=1) and not clustered, the load spread over them. It
-	// measures what a worker-per-CPU data plane could reach, where a connection
-	// never leaves its CPU. The nodes share one nonce table (--nonce-file on
-	// /dev/shm) but not their quota counters, which a real one must (README, "Where
-	// the host puts the vCPUs"). Not run by default.
+	// measured what a worker-per-CPU data plane could reach before --workers was
+	// built. The nodes share one nonce table (--nonce-file on /dev/shm) but not
+	// their quota counters. Not run by default.
 	tTollgatePerCPU = "tollgate-percpu"
 )
 
-var allTargets = []string{tDirect, tNginx, tBareProxy, tTollgate, tTollgateB, tTollgate3, tTollgatePerCPU}
+var allTargets = []string{tDirect, tNginx, tBareProxy, tTollgate, tTollgateWorkers, tTollgateB, tTollgate3, tTollgatePerCPU}
 
 // defaultTargets are what a run measures unless -targets says otherwise.
-var defaultTargets = []string{tDirect, tNginx, tBareProxy, tTollgate, tTollgate3}
+var defaultTargets = []string{tDirect, tNginx, tBareProxy, tTollgate, tTollgateWorkers, tTollgate3}
 
 // errSkip marks a target or scenario that cannot run here; the run reports
 // the rest and says why.
@@ -246,8 +249,9 @@ func (l *lab) buildTollgate(ctx context.Context, bin string) (string, error) {
 // tollgate starts a cluster of size nodes on free ports (the first
 // bootstraps, the others join its gossip address), waits for every /readyz,
 // and returns it as target name. With perCPU the nodes are not joined and run
-// with one P each, and every scenario is applied to each.
-func (l *lab) tollgate(ctx context.Context, name, bin string, size int, perCPU bool) (_ *target, _ *tollgateNode, err error) {
+// with one P each, and every scenario is applied to each. workers above 0 runs
+// each node's data plane in that many worker processes.
+func (l *lab) tollgate(ctx context.Context, name, bin string, size int, perCPU bool, workers int) (_ *target, _ *tollgateNode, err error) {
 	bin, err = l.buildTollgate(ctx, bin)
 	if err != nil {
 		return nil, nil, err
@@ -289,6 +293,9 @@ func (l *lab) tollgate(ctx context.Context, name, bin string, size int, perCPU b
 		}
 		if nonceFile != "" {
 			args = append(args, "--nonce-file", nonceFile)
+		}
+		if workers > 0 {
+			args = append(args, "--workers", strconv.Itoa(workers))
 		}
 		cmd := exec.Command(bin, args...)
 		if perCPU {

@@ -176,6 +176,9 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.MaxBodySize <= 0 {
 		cfg.MaxBodySize = Defaults().MaxBodySize
 	}
+	if cfg.Workers < 0 || cfg.Workers > maxWorkers {
+		return nil, fmt.Errorf("workers: %d; want 0 (serve in this process) to %d", cfg.Workers, maxWorkers)
+	}
 	if cfg.ProvisionalWait == 0 {
 		cfg.ProvisionalWait = Defaults().ProvisionalWait
 	}

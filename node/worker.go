@@ -68,6 +68,7 @@ type dataWorker struct {
 	certs   certStore
 	ready   atomic.Bool
 	served  chan error
+	bal     *connBalance
 }
 
 func startWorker(h workerHello, fc *frameConn, log *slog.Logger) (_ *dataWorker, err error) {
@@ -110,6 +111,12 @@ func startWorker(h workerHello, fc *frameConn, log *slog.Logger) (_ *dataWorker,
 		}
 	}
 	w.limiter.Start()
+	bf := os.NewFile(workerFdBalance, "balance")
+	w.bal, err = mapBalance(bf, h.Index)
+	bf.Close()
+	if err != nil {
+		return nil, err
+	}
 	w.proxy, err = proxy.New(proxy.Config{
 		BaseDomain:          h.BaseDomain,
 		MaxBodySize:         h.MaxBodySize,
@@ -121,6 +128,7 @@ func startWorker(h workerHello, fc *frameConn, log *slog.Logger) (_ *dataWorker,
 		Limiter:             w.limiter,
 		SubdomainDailyLimit: h.SubdomainDailyLimit,
 		TrustedProxies:      h.TrustedProxies,
+		ConnState:           w.bal.connState,
 	})
 	if err != nil {
 		return nil, err
@@ -144,6 +152,7 @@ func (w *dataWorker) serve(fd uintptr, name string, withTLS bool) error {
 	if err != nil {
 		return fmt.Errorf("%s listener: %w", name, err)
 	}
+	ln = balancedListener{Listener: ln, b: w.bal, n: w.h.Workers}
 	if withTLS {
 		ln = tls.NewListener(proxy.NewListener(ln), &tls.Config{GetCertificate: w.certs.getCertificate, MinVersion: tls.VersionTLS12})
 	}

@@ -67,7 +67,8 @@ func (c *frameConn) read() (typ byte, payload []byte, err error) {
 // workerHello is what a worker needs to know that is not in the replicated state.
 type workerHello struct {
 	NodeID              string   `json:"node_id"`
-	Index               int      `json:"index"` // the worker's slot, 0 … Workers-1
+	Index               int      `json:"index"`   // the worker's slot, 0 … Workers-1
+	Workers             int      `json:"workers"` // how many the node runs
 	BaseDomain          string   `json:"base_domain"`
 	MaxBodySize         int      `json:"max_body_size"`
 	NonceCapacity       int      `json:"nonce_capacity"`
@@ -84,6 +85,7 @@ type workerHello struct {
 const (
 	workerFdControl = 3 + iota
 	workerFdNonces
+	workerFdBalance
 	workerFdData
 	workerFdTLS
 )

@@ -36,7 +36,8 @@ type workerPool struct {
 	n     *Node
 	log   *slog.Logger
 	cmd   []string
-	files []*os.File // inherited after the control socket: nonces, data, TLS
+	files []*os.File // inherited after the control socket: nonces, balance, data, TLS
+	bal   *connBalance
 
 	mu       sync.Mutex
 	procs    []*workerProc // by slot; nil while a slot restarts
@@ -194,6 +195,7 @@ func (p *workerPool) supervise(slot int) {
 			p.log.Error("worker did not start", "worker", slot, "err", err)
 		} else {
 			<-w.exited
+			p.bal.reset(slot) // its connections went with it
 			p.mu.Lock()
 			p.procs[slot] = nil
 			stopping = p.stopping
@@ -275,7 +277,7 @@ func (p *workerPool) hello(slot int) workerHello {
 		NodeID: cfg.NodeID, Index: slot, BaseDomain: cfg.BaseDomain, MaxBodySize: cfg.MaxBodySize,
 		NonceCapacity: cfg.NonceCapacity, SubdomainDailyLimit: cfg.SubdomainDailyLimit,
 		TrustedProxies: cfg.TrustedProxies, GossipHost: host, GossipKey: cfg.GossipKey,
-		Join: append([]string{p.n.gossip.Addr()}, cfg.Join...), TLS: len(p.files) > 2, LogLevel: level,
+		Join: append([]string{p.n.gossip.Addr()}, cfg.Join...), TLS: len(p.files) > 3, LogLevel: level, Workers: len(p.procs),
 	}
 }
 
@@ -422,6 +424,15 @@ func listenerFile(ln net.Listener) (*os.File, error) {
 // startWorkers hands the listeners to a pool of workers and starts them on the state
 // raft restored.
 func (n *Node) startWorkers() error {
+	bf, err := newBalanceFile()
+	if err != nil {
+		return err
+	}
+	n.workerFiles = append(n.workerFiles, bf)
+	bal, err := mapBalance(bf, -1)
+	if err != nil {
+		return err
+	}
 	for _, ln := range []net.Listener{n.dataLn, n.tlsLn} {
 		if ln == nil {
 			continue
@@ -433,6 +444,7 @@ func (n *Node) startWorkers() error {
 		n.workerFiles = append(n.workerFiles, f)
 	}
 	n.pool = newWorkerPool(n, n.workerFiles)
+	n.pool.bal = bal
 	return n.pool.start(n.fsm.State())
 }
 

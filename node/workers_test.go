@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -274,5 +276,67 @@ func TestWorkerCrashAndDrain(t *testing.T) {
 	}
 	if _, err := fresh.Get("http://" + n.DataAddr() + "/"); err == nil || !strings.Contains(err.Error(), "refused") {
 		t.Errorf("data plane after Close: %v, want connection refused", err)
+	}
+}
+
+// TestWorkersShareABurstOfConnections: forty keep-alive connections opened at once
+// end up split evenly over two workers, whichever the kernel woke.
+func TestWorkersShareABurstOfConnections(t *testing.T) {
+	n := startNode(t, "workers-burst", withWorkers(2))
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range 40 {
+		wg.Go(func() {
+			c, err := net.DialTimeout("tcp", n.DataAddr(), 5*time.Second)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		a, b := n.pool.bal.count(0).Load(), n.pool.bal.count(1).Load()
+		if a+b == 40 {
+			if a < 18 || b < 18 {
+				t.Fatalf("40 connections split %d / %d over two workers", a, b)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 5 s the workers count %d and %d connections of 40", a, b)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = nil
+	waitUntilTrue(t, 5*time.Second, "closed connections to be counted out", func() bool {
+		return n.pool.bal.count(0).Load()+n.pool.bal.count(1).Load() == 0
+	})
+}
+
+func waitUntilTrue(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

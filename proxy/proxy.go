@@ -68,6 +68,9 @@ type Config struct {
 	// Limiter enforces traffic policies (the throttle stage); nil throttles nothing.
 	// The node feeds it the policies, and SubdomainPolicy, before each Update.
 	Limiter *ratelimit.Limiter
+	// ConnState, if set, is fasthttp's connection state hook (a node's workers count
+	// their connections with it). It is called twice per request: keep it cheap.
+	ConnState func(net.Conn, fasthttp.ConnState)
 	// SubdomainDailyLimit caps the calls a day a group takes on its default subdomain
 	// (custom domains are not capped); 0 leaves it uncapped. The node registers the
 	// matching SubdomainPolicy with the Limiter.
@@ -187,6 +190,7 @@ func New(cfg Config) (*Proxy, error) {
 		CloseOnShutdown:       true,
 		SecureErrorLogMessage: true,
 		Logger:                fasthttpLogger{p.log},
+		ConnState:             cfg.ConnState,
 	}
 	p.mu.Lock()
 	p.table.Store(p.newBuilder().build(nil))
