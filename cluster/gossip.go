@@ -435,8 +435,8 @@ func (g *Gossip) SendToAll(channel byte, msg []byte) error {
 	return g.sendTo(channel, msg, nil)
 }
 
-// sendTo sends to the live peers whose role to accepts (nil: all).
-func (g *Gossip) sendTo(channel byte, msg []byte, to func(role string) bool) error {
+// sendTo sends to the live peers to accepts (nil: all).
+func (g *Gossip) sendTo(channel byte, msg []byte, to func(peer) bool) error {
 	peers := g.peers.Load()
 	if peers == nil {
 		return nil
@@ -446,7 +446,7 @@ func (g *Gossip) sendTo(channel byte, msg []byte, to func(role string) bool) err
 	copy(buf[1:], msg)
 	var errs []error
 	for _, p := range *peers {
-		if to != nil && !to(p.role) {
+		if to != nil && !to(p) {
 			continue
 		}
 		n := p.node
@@ -503,7 +503,13 @@ func (v *View) MemberNames() []string {
 // SendToAll sends msg on channel to every other live member of the view's roles, as
 // Gossip.SendToAll does to all.
 func (v *View) SendToAll(channel byte, msg []byte) error {
-	return v.g.sendTo(channel, msg, v.has)
+	return v.g.sendTo(channel, msg, func(p peer) bool { return v.has(p.role) })
+}
+
+// SendToAllBut is SendToAll but for the members skip names (which the caller reaches
+// another way).
+func (v *View) SendToAllBut(channel byte, msg []byte, skip func(name string) bool) error {
+	return v.g.sendTo(channel, msg, func(p peer) bool { return v.has(p.role) && !skip(p.node.Name) })
 }
 
 // Register attaches a user to a channel (Gossip.Register).

@@ -69,6 +69,7 @@ type dataWorker struct {
 	ready   atomic.Bool
 	served  chan error
 	bal     *connBalance
+	mesh    *meshTransport
 }
 
 func startWorker(h workerHello, fc *frameConn, log *slog.Logger) (_ *dataWorker, err error) {
@@ -82,10 +83,8 @@ func startWorker(h workerHello, fc *frameConn, log *slog.Logger) (_ *dataWorker,
 			}
 		}
 	}()
-	// A name per process, not per slot: memberlist will not let a restarted worker
-	// take over the name of the dead one at a new address.
 	w.gossip, err = cluster.NewGossip(cluster.GossipConfig{
-		NodeName:  fmt.Sprintf("%s/w%d.%d", h.NodeID, h.Index, os.Getpid()),
+		NodeName:  workerName(h.NodeID, h.Index, os.Getpid()),
 		BindAddr:  h.GossipHost,
 		SecretKey: h.GossipKey,
 		Meta:      cluster.NodeMeta{Role: cluster.RoleWorker},
@@ -94,7 +93,15 @@ func startWorker(h workerHello, fc *frameConn, log *slog.Logger) (_ *dataWorker,
 		return nil, err
 	}
 	stack = append(stack, func() { _ = w.gossip.Shutdown() })
-	if w.limiter, err = ratelimit.New(ratelimit.Config{Transport: w.gossip.View(quotaRoles...), Registerer: reg}); err != nil {
+	mf := os.NewFile(workerFdMesh, "mesh")
+	m, err := mapMesh(mf, h.Workers)
+	mf.Close()
+	if err != nil {
+		return nil, err
+	}
+	w.mesh = newMeshTransport(w.gossip.View(quotaRoles...), m, h.NodeID, h.Index)
+	stack = append(stack, w.mesh.close)
+	if w.limiter, err = ratelimit.New(ratelimit.Config{Transport: w.mesh, Registerer: reg}); err != nil {
 		return nil, fmt.Errorf("quota limiter: %w", err)
 	}
 	stack = append(stack, w.limiter.Close)
@@ -242,6 +249,7 @@ func (w *dataWorker) stop(wait time.Duration) {
 		w.log.Warn("data plane shutdown", "err", err)
 	}
 	w.limiter.Close()
+	w.mesh.close()
 	w.nonces.Close()
 	_ = w.gossip.Leave(time.Second)
 	_ = w.gossip.Shutdown()

@@ -86,6 +86,7 @@ const (
 	workerFdControl = 3 + iota
 	workerFdNonces
 	workerFdBalance
+	workerFdMesh
 	workerFdData
 	workerFdTLS
 )

@@ -36,7 +36,7 @@ type workerPool struct {
 	n     *Node
 	log   *slog.Logger
 	cmd   []string
-	files []*os.File // inherited after the control socket: nonces, balance, data, TLS
+	files []*os.File // inherited after the control socket: nonces, balance, mesh, data, TLS
 	bal   *connBalance
 
 	mu       sync.Mutex
@@ -277,7 +277,7 @@ func (p *workerPool) hello(slot int) workerHello {
 		NodeID: cfg.NodeID, Index: slot, BaseDomain: cfg.BaseDomain, MaxBodySize: cfg.MaxBodySize,
 		NonceCapacity: cfg.NonceCapacity, SubdomainDailyLimit: cfg.SubdomainDailyLimit,
 		TrustedProxies: cfg.TrustedProxies, GossipHost: host, GossipKey: cfg.GossipKey,
-		Join: append([]string{p.n.gossip.Addr()}, cfg.Join...), TLS: len(p.files) > 3, LogLevel: level, Workers: len(p.procs),
+		Join: append([]string{p.n.gossip.Addr()}, cfg.Join...), TLS: len(p.files) > 4, LogLevel: level, Workers: len(p.procs),
 	}
 }
 
@@ -433,6 +433,11 @@ func (n *Node) startWorkers() error {
 	if err != nil {
 		return err
 	}
+	mf, err := newMeshFile(n.cfg.Workers)
+	if err != nil {
+		return err
+	}
+	n.workerFiles = append(n.workerFiles, mf)
 	for _, ln := range []net.Listener{n.dataLn, n.tlsLn} {
 		if ln == nil {
 			continue
