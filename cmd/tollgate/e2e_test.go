@@ -59,6 +59,7 @@ type nodeProc struct {
 	t                         *testing.T
 	dir                       string
 	listen, admin, raft, goss string
+	extra                     []string // more flags for `tollgate node`
 	cmd                       *exec.Cmd
 	exited                    chan struct{} // closed once cmd has exited
 	log                       *syncBuffer
@@ -91,8 +92,9 @@ func (p *nodeProc) start() {
 	p.t.Helper()
 	for attempt := 1; ; attempt++ {
 		p.log = &syncBuffer{}
-		p.cmd = exec.Command(binary, "node", "--data", p.dir, "--listen", p.listen, "--admin", p.admin,
-			"--raft", p.raft, "--gossip", p.goss, "--node-id", "n1")
+		args := append([]string{"node", "--data", p.dir, "--listen", p.listen, "--admin", p.admin,
+			"--raft", p.raft, "--gossip", p.goss, "--node-id", "n1"}, p.extra...)
+		p.cmd = exec.Command(binary, args...)
 		p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 		if err := p.cmd.Start(); err != nil {
 			p.t.Fatal(err)
