@@ -21,7 +21,7 @@ import (
 // than its share.
 type connBalance struct {
 	mem    []byte
-	counts []atomic.Int64 // open connections by worker slot, one cache line each
+	counts []atomic.Int64 // by worker slot, a cache line each: open connections, then the worker's pid
 	self   int
 }
 
@@ -56,8 +56,15 @@ func mapBalance(f *os.File, self int) (*connBalance, error) {
 
 func (b *connBalance) count(slot int) *atomic.Int64 { return &b.counts[slot*balanceStride] }
 
-// reset zeroes a slot whose worker is gone: its connections went with it.
-func (b *connBalance) reset(slot int) { b.count(slot).Store(0) }
+// pid is the process serving slot, 0 while none does. The node sets it; workers read
+// it to tell a sibling that died from one that lives (meshTransport.MemberNames).
+func (b *connBalance) pid(slot int) *atomic.Int64 { return &b.counts[slot*balanceStride+1] }
+
+// reset empties a slot whose worker is gone: its connections went with it.
+func (b *connBalance) reset(slot int) {
+	b.pid(slot).Store(0)
+	b.count(slot).Store(0)
+}
 
 // connState is the worker's fasthttp ConnState hook: it counts open connections.
 func (b *connBalance) connState(_ net.Conn, s fasthttp.ConnState) {

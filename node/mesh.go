@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -137,6 +139,7 @@ func (r *meshRing) copyOut(b []byte, pos uint64) {
 type meshTransport struct {
 	view   *cluster.View
 	mesh   *mesh
+	bal    *connBalance // which process serves each slot
 	self   int
 	prefix string // member names of this node's workers start with it
 
@@ -154,16 +157,41 @@ func workerName(nodeID string, slot, pid int) string {
 	return fmt.Sprintf("%s/w%d.%d", nodeID, slot, pid)
 }
 
-func newMeshTransport(view *cluster.View, m *mesh, nodeID string, self int) *meshTransport {
-	t := &meshTransport{view: view, mesh: m, self: self, prefix: nodeID + "/w",
+func newMeshTransport(view *cluster.View, m *mesh, bal *connBalance, nodeID string, self int) *meshTransport {
+	t := &meshTransport{view: view, mesh: m, bal: bal, self: self, prefix: nodeID + "/w",
 		onMsg: map[byte]func([]byte){}, stop: make(chan struct{}), done: make(chan struct{})}
 	go t.poll()
 	return t
 }
 
 func (t *meshTransport) LocalName() string      { return t.view.LocalName() }
-func (t *meshTransport) MemberNames() []string  { return t.view.MemberNames() }
 func (t *meshTransport) local(name string) bool { return strings.HasPrefix(name, t.prefix) }
+
+// MemberNames lists the counting members, less this node's workers that have died:
+// the node knows at once (it reaped them), gossip only after a second or so, and a
+// dead member's quota reservations stay held until it is known dead.
+func (t *meshTransport) MemberNames() []string {
+	names := t.view.MemberNames()
+	return slices.DeleteFunc(names, func(name string) bool {
+		slot, pid, ok := parseWorkerName(name, t.prefix)
+		return ok && slot < t.mesh.n && t.bal.pid(slot).Load() != int64(pid)
+	})
+}
+
+// parseWorkerName reads the slot and pid from a worker's member name.
+func parseWorkerName(name, prefix string) (slot, pid int, ok bool) {
+	rest, ok := strings.CutPrefix(name, prefix)
+	if !ok {
+		return 0, 0, false
+	}
+	s, p, ok := strings.Cut(rest, ".")
+	if !ok {
+		return 0, 0, false
+	}
+	slot, err1 := strconv.Atoi(s)
+	pid, err2 := strconv.Atoi(p)
+	return slot, pid, err1 == nil && err2 == nil
+}
 
 func (t *meshTransport) SendToAll(channel byte, msg []byte) error {
 	t.sendMu.Lock()

@@ -279,6 +279,9 @@ func Start(cfg Config) (*Node, error) {
 	n.members = cluster.StartMembership(n.raft, n.gossip, cluster.MembershipConfig{
 		MaxVoters: cfg.MaxVoters, DeadGrace: cfg.DeadGrace, Logger: n.log})
 	n.gossip.OnEvent(func(cluster.MemberEvent) {
+		if n.limiter != nil {
+			n.limiter.MembersChanged()
+		}
 		n.members.Kick()
 		n.rememberPeers()
 	})

@@ -48,8 +48,19 @@ func selfSigned(t *testing.T, names ...string) (certPEM, keyPEM string, cert *x5
 		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd})), cert
 }
 
-func TestTLSListenerChoosesCertificateBySNI(t *testing.T) {
-	n := startNode(t, "tls1", func(c *Config) { c.TLSListen = "127.0.0.1:0" })
+func TestTLSListenerChoosesCertificateBySNI(t *testing.T) { tlsBySNI(t, nil) }
+
+// The same with the data plane in workers, which build their certificate tables from
+// the state the node sends them.
+func TestTLSListenerChoosesCertificateBySNIInWorkers(t *testing.T) { tlsBySNI(t, withWorkers(2)) }
+
+func tlsBySNI(t *testing.T, edit func(*Config)) {
+	n := startNode(t, "tls1", func(c *Config) {
+		c.TLSListen = "127.0.0.1:0"
+		if edit != nil {
+			edit(c)
+		}
+	})
 
 	secureCert, secureKey, secureX := selfSigned(t, "secure.example.com")
 	wildCert, wildKey, wildX := selfSigned(t, "*.wild.example.com")

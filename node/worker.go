@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -93,13 +94,19 @@ func startWorker(h workerHello, fc *frameConn, log *slog.Logger) (_ *dataWorker,
 		return nil, err
 	}
 	stack = append(stack, func() { _ = w.gossip.Shutdown() })
+	bf := os.NewFile(workerFdBalance, "balance")
+	w.bal, err = mapBalance(bf, h.Index)
+	bf.Close()
+	if err != nil {
+		return nil, err
+	}
 	mf := os.NewFile(workerFdMesh, "mesh")
 	m, err := mapMesh(mf, h.Workers)
 	mf.Close()
 	if err != nil {
 		return nil, err
 	}
-	w.mesh = newMeshTransport(w.gossip.View(quotaRoles...), m, h.NodeID, h.Index)
+	w.mesh = newMeshTransport(w.gossip.View(quotaRoles...), m, w.bal, h.NodeID, h.Index)
 	stack = append(stack, w.mesh.close)
 	if w.limiter, err = ratelimit.New(ratelimit.Config{Transport: w.mesh, Registerer: reg}); err != nil {
 		return nil, fmt.Errorf("quota limiter: %w", err)
@@ -117,13 +124,8 @@ func startWorker(h workerHello, fc *frameConn, log *slog.Logger) (_ *dataWorker,
 			return nil, fmt.Errorf("join the node's gossip: %w", err)
 		}
 	}
+	w.gossip.OnEvent(func(cluster.MemberEvent) { w.limiter.MembersChanged() })
 	w.limiter.Start()
-	bf := os.NewFile(workerFdBalance, "balance")
-	w.bal, err = mapBalance(bf, h.Index)
-	bf.Close()
-	if err != nil {
-		return nil, err
-	}
 	w.proxy, err = proxy.New(proxy.Config{
 		BaseDomain:          h.BaseDomain,
 		MaxBodySize:         h.MaxBodySize,
@@ -140,6 +142,7 @@ func startWorker(h workerHello, fc *frameConn, log *slog.Logger) (_ *dataWorker,
 	if err != nil {
 		return nil, err
 	}
+	w.awaitSiblings(5 * time.Second)
 	if err := w.serve(workerFdData, "data", false); err != nil {
 		return nil, err
 	}
@@ -262,3 +265,35 @@ var (
 	quotaRoles = []string{cluster.RoleNode, cluster.RoleWorker}
 	nonceRoles = []string{cluster.RoleNode, cluster.RoleControl}
 )
+
+// awaitSiblings waits, up to limit, until the worker's gossip lists every other worker
+// of its node, and then one quota flush more. A worker that took a window's first
+// budget while it saw no sibling would reserve the whole quota, and the others would
+// get none of it while it stays busy.
+func (w *dataWorker) awaitSiblings(limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for {
+		names := w.mesh.MemberNames()
+		all := true
+		for slot := range w.h.Workers {
+			pid := w.bal.pid(slot).Load()
+			if slot != w.h.Index && (pid == 0 || !slices.Contains(names, workerName(w.h.NodeID, slot, int(pid)))) {
+				all = false
+			}
+		}
+		if all {
+			w.limiter.MembersChanged()
+			time.Sleep(2 * ratelimitFlush)
+			return
+		}
+		if time.Now().After(deadline) {
+			w.log.Warn("serving before every sibling worker is in gossip", "waited", limit)
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// ratelimitFlush is the limiter's default flush interval: how long a change of members
+// takes to reach its shares.
+const ratelimitFlush = 5 * time.Millisecond

@@ -255,6 +255,7 @@ func (p *workerPool) spawn(slot int) (*workerProc, error) {
 		return w, nil
 	}
 	p.procs[slot] = w
+	p.bal.pid(slot).Store(int64(cmd.Process.Pid))
 	p.sendLocked(w, frameHello, hello)
 	p.sendLocked(w, frameState, p.state)
 	p.sendLocked(w, frameReady, readyByte(p.ready))

@@ -426,3 +426,55 @@ func TestClusterSharedFileNoncesReachPeers(t *testing.T) {
 		}
 	}
 }
+
+// hidingTransport lists no other member until shown: gossip that has not told the
+// limiter of a newcomer yet.
+type hidingTransport struct {
+	*cluster.Gossip
+	shown atomic.Bool
+}
+
+func (h *hidingTransport) MemberNames() []string {
+	if !h.shown.Load() {
+		return []string{h.LocalName()}
+	}
+	return h.Gossip.MemberNames()
+}
+
+// TestClusterMembersChangedSplitsTheNextWindow: a limiter that has been alone sleeps
+// between flushes; told that a member came (the node tells it on every gossip event),
+// it splits the next window with the newcomer at once, instead of taking the whole
+// quota as if still alone and leaving the newcomer to wait for a release.
+func TestClusterMembersChangedSplitsTheNextWindow(t *testing.T) {
+	g, err := cluster.NewGossip(cluster.GossipConfig{NodeName: "a", BindAddr: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = g.Shutdown() })
+	tr := &hidingTransport{Gossip: g}
+	a, err := ratelimit.New(ratelimit.Config{Transport: tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetPolicies(testPolicies); err != nil {
+		t.Fatal(err)
+	}
+	a.Start()
+	t.Cleanup(a.Close)
+	b := startNode(t, "b", g.Addr())
+	waitUntil(t, 5*time.Second, "gossip to list b", func() bool { return len(g.MemberNames()) == 2 })
+	time.Sleep(50 * time.Millisecond) // b's batches have reached a; a, alone by its view, still sleeps
+
+	tr.shown.Store(true)
+	a.MembersChanged()
+	if ok, _ := a.Allow(a.Handle("big", ratelimit.DimAPI, "split-me", false), time.Now()); !ok {
+		t.Fatal("a refused its first call")
+	}
+	time.Sleep(50 * time.Millisecond) // a's batch, with its ceiling, reaches b
+	cb := b.l.Handle("big", ratelimit.DimAPI, "split-me", false)
+	for i := range 2000 { // a holds half of the 10,000: b has at least 2,500 at once
+		if ok, _ := b.l.Allow(cb, time.Now()); !ok {
+			t.Fatalf("b refused call %d: a took more than its half of the window", i)
+		}
+	}
+}

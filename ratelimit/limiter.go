@@ -510,6 +510,16 @@ func (l *Limiter) loop() {
 	l.pace.run(l.cfg.FlushInterval, l.stop, l.flush, func() bool { return l.dirty.Load() != nil })
 }
 
+// MembersChanged tells the limiter the Transport's members changed: quotas are split
+// among them from the next window opened, and the flush loop wakes. A lone limiter's
+// loop sleeps (up to 100 ms), and a window opened meanwhile would be split as if it
+// were still alone: its first budget the whole quota, none left for the member that
+// just came.
+func (l *Limiter) MembersChanged() {
+	l.refreshMembers()
+	l.pace.poke()
+}
+
 func (l *Limiter) refreshMembers() {
 	if l.cfg.Transport == nil {
 		return
