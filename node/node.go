@@ -64,6 +64,10 @@ type Config struct {
 	// quotas as gossip members of their own and share the node's nonce table in
 	// memory. 0 serves in the node's process.
 	Workers int
+	// PinWorkers runs worker i on the i-th CPU the node may use (modulo their number),
+	// as nginx's worker_cpu_affinity does: the kernel then never moves a worker, and its
+	// connections' state, to another CPU. Defaults() sets it.
+	PinWorkers bool
 	// WorkerCommand starts a worker (default: this executable with "worker").
 	WorkerCommand []string
 	// TrustedProxies lists proxies (CIDRs or addresses) whose X-Forwarded-For names the
@@ -110,6 +114,7 @@ func Defaults() Config {
 		SnapshotThreshold: 8192,
 		TrailingLogs:      10240,
 		ProvisionalWait:   2 * time.Second,
+		PinWorkers:        true,
 	}
 }
 

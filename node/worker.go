@@ -22,6 +22,7 @@ import (
 	"github.com/tollgate/tollgate/fsm"
 	"github.com/tollgate/tollgate/proxy"
 	"github.com/tollgate/tollgate/ratelimit"
+	"golang.org/x/sys/unix"
 )
 
 // RunWorker is a data plane worker's main: started by a node with Workers set (as
@@ -75,6 +76,11 @@ type dataWorker struct {
 
 func startWorker(h workerHello, fc *frameConn, log *slog.Logger) (_ *dataWorker, err error) {
 	w := &dataWorker{h: h, log: log, fc: fc, reg: prometheus.NewRegistry(), served: make(chan error, 2)}
+	if h.Pin {
+		if err := pinToCPU(h.Index); err != nil {
+			log.Warn("worker not pinned to a CPU", "err", err)
+		}
+	}
 	reg := prometheus.WrapRegistererWith(prometheus.Labels{"worker": strconv.Itoa(h.Index)}, w.reg)
 	var stack []func()
 	defer func() {
@@ -256,6 +262,41 @@ func (w *dataWorker) stop(wait time.Duration) {
 	w.nonces.Close()
 	_ = w.gossip.Leave(time.Second)
 	_ = w.gossip.Shutdown()
+}
+
+// pinToCPU runs every thread of the process, and so the threads they start, on the
+// slot-th of the CPUs the process may use. Threads the runtime starts while the pass
+// runs are caught by the second pass.
+func pinToCPU(slot int) error {
+	var allowed unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &allowed); err != nil {
+		return err
+	}
+	var cpus []int
+	for c := range 1024 {
+		if allowed.IsSet(c) {
+			cpus = append(cpus, c)
+		}
+	}
+	if len(cpus) == 0 {
+		return errors.New("no CPU allowed")
+	}
+	var one unix.CPUSet
+	one.Set(cpus[slot%len(cpus)])
+	for range 2 {
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			return err
+		}
+		for _, t := range tasks {
+			if tid, err := strconv.Atoi(t.Name()); err == nil {
+				if err := unix.SchedSetaffinity(tid, &one); err != nil {
+					return fmt.Errorf("thread %d: %w", tid, err)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // Roles of the members a transport reaches: those that count quotas (nodes serving

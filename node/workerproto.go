@@ -78,6 +78,7 @@ type workerHello struct {
 	GossipKey           []byte   `json:"gossip_key"`
 	Join                []string `json:"join"` // gossip addresses: the control and the members that count quotas
 	TLS                 bool     `json:"tls"`  // a TLS listener follows the data plane's
+	Pin                 bool     `json:"pin"`  // run on one CPU of those the node may use: the slot's
 	LogLevel            string   `json:"log_level"`
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -366,4 +367,54 @@ func waitUntilTrue(t *testing.T, d time.Duration, what string, cond func() bool)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestWorkersPinnedToCPUs: each worker, every thread of it, runs on a CPU of its own
+// (on a machine with two), and the node itself is not pinned.
+func TestWorkersPinnedToCPUs(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		t.Skip("one CPU: nothing to pin apart")
+	}
+	n := startNode(t, "workers-pinned", func(c *Config) {
+		withWorkers(2)(c)
+		c.PinWorkers = true
+	})
+	seen := map[string]bool{}
+	for _, pid := range n.pool.pids() {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cpus := map[string]bool{}
+		for _, task := range tasks {
+			cpus[allowedCPUs(t, fmt.Sprintf("/proc/%d/task/%s/status", pid, task.Name()))] = true
+		}
+		if len(cpus) != 1 {
+			t.Fatalf("worker %d's threads run on %v, want one CPU for all", pid, cpus)
+		}
+		for c := range cpus {
+			if strings.ContainsAny(c, ",-") || seen[c] {
+				t.Fatalf("worker %d on CPUs %q (taken: %v), want a CPU of its own", pid, c, seen)
+			}
+			seen[c] = true
+		}
+	}
+	if own := allowedCPUs(t, "/proc/self/status"); !strings.ContainsAny(own, ",-") {
+		t.Fatalf("the node process itself is pinned to %q", own)
+	}
+}
+
+func allowedCPUs(t *testing.T, status string) string {
+	t.Helper()
+	b, err := os.ReadFile(status)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Cpus_allowed_list:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("%s: no Cpus_allowed_list", status)
+	return ""
 }

@@ -81,6 +81,7 @@ DATA/admin-token. SIGTERM or SIGINT drains the node and stops it cleanly.`,
 	f.IntVar(&cfg.NonceCapacity, "nonce-capacity", 0, "used nonces remembered over the 15-minute signature window (default 4000000, rounded up to 6.3M in 168 MB, about 27 bytes each): a node takes at most this many signed calls per window, 7,000 a second sustained at the default; beyond it signed calls are refused (A400NU) until old nonces expire")
 	f.StringVar(&cfg.NonceFile, "nonce-file", "", "file (on tmpfs, e.g. /dev/shm/tollgate-nonces) holding the nonce table, shared with the other nodes on this host that name it: a nonce used on one is refused on all at once; they need the same --nonce-capacity")
 	f.IntVar(&cfg.Workers, "workers", 0, "data plane worker processes of one CPU thread each (GOMAXPROCS=1) on the node's listeners; one per CPU keeps each connection on its CPU, the lowest CPU per request; 0 serves in the node's own process")
+	f.BoolVar(&cfg.PinWorkers, "pin-workers", cfg.PinWorkers, "with --workers, run worker i on the i-th CPU the node may use, so the kernel never moves it (--pin-workers=false lets it)")
 	f.Int64Var(&cfg.SubdomainDailyLimit, "subdomain-daily-limit", cfg.SubdomainDailyLimit, "calls a day each group takes on its default subdomain <group>.<base-domain> (custom domains are not capped); 0: no cap")
 	f.StringSliceVar(&cfg.TrustedProxies, "trusted-proxies", nil, "proxies (CIDRs or addresses) whose X-Forwarded-For names the client, comma-separated")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
