@@ -50,7 +50,7 @@ func RunWorker() error {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(h.LogLevel))
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("node", h.NodeID, "worker", h.Index)
-	w, err := startWorker(h, fc, log)
+	w, err := startWorker(h, fc, conn, log)
 	if err != nil {
 		log.Error("worker did not start", "err", err)
 		return err
@@ -69,13 +69,14 @@ type dataWorker struct {
 	proxy   *proxy.Proxy
 	certs   certStore
 	ready   atomic.Bool
-	served  chan error
+	conn    net.Conn    // to the node
+	stopped atomic.Bool // stop has begun: listeners closing is expected
 	bal     *connBalance
 	mesh    *meshTransport
 }
 
-func startWorker(h workerHello, fc *frameConn, log *slog.Logger) (_ *dataWorker, err error) {
-	w := &dataWorker{h: h, log: log, fc: fc, reg: prometheus.NewRegistry(), served: make(chan error, 2)}
+func startWorker(h workerHello, fc *frameConn, conn net.Conn, log *slog.Logger) (_ *dataWorker, err error) {
+	w := &dataWorker{h: h, log: log, fc: fc, conn: conn, reg: prometheus.NewRegistry()}
 	if h.Pin {
 		if err := pinToCPU(h.Index); err != nil {
 			log.Warn("worker not pinned to a CPU", "err", err)
@@ -172,7 +173,14 @@ func (w *dataWorker) serve(fd uintptr, name string, withTLS bool) error {
 	if withTLS {
 		ln = tls.NewListener(proxy.NewListener(ln), &tls.Config{GetCertificate: w.certs.getCertificate, MinVersion: tls.VersionTLS12})
 	}
-	go func() { w.served <- w.proxy.Serve(ln) }()
+	go func() {
+		// A listener that fails outside a drain leaves the worker serving nothing:
+		// hang up on the node, which drains this worker's leftovers and starts another.
+		if err := w.proxy.Serve(ln); err != nil && !w.stopped.Load() {
+			w.log.Error("listener failed; stopping so the node starts another worker", "listener", name, "err", err)
+			w.conn.Close()
+		}
+	}()
 	return nil
 }
 
@@ -252,6 +260,7 @@ func (w *dataWorker) gather() []byte {
 // stop drains: in-flight requests get up to wait, then the worker leaves the gossip
 // (the others drop its quota reservations at once) and stops.
 func (w *dataWorker) stop(wait time.Duration) {
+	w.stopped.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	if err := w.proxy.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {

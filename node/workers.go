@@ -163,19 +163,19 @@ func (p *workerPool) servedIndex() (uint64, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var low uint64
-	any := false
+	found := false
 	for _, w := range p.procs {
-		if w == nil || !w.acked {
-			if w != nil {
-				return 0, false // a new worker has not served yet
-			}
+		if w == nil {
 			continue
 		}
-		if !any || w.served < low {
-			low, any = w.served, true
+		if !w.acked {
+			return 0, false // a new worker has not served yet
+		}
+		if !found || w.served < low {
+			low, found = w.served, true
 		}
 	}
-	return low, any
+	return low, found
 }
 
 // supervise keeps slot's worker running until the pool stops.

@@ -260,19 +260,11 @@ func TestWorkerCrashAndDrain(t *testing.T) {
 	if err := syscall.Kill(before[0], syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitUntilTrue(t, 10*time.Second, "worker 0 to be back and serving", func() bool {
 		now := n.pool.pids()
-		if now[0] != 0 && now[0] != before[0] && now[1] == before[1] {
-			if _, ok := n.pool.servedIndex(); ok {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("worker 0 not back after 10 s: pids %v, were %v", now, before)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		_, served := n.pool.servedIndex()
+		return now[0] != 0 && now[0] != before[0] && now[1] == before[1] && served
+	})
 	// The new worker learned of the window from its sibling's counts before its own
 	// first call, so it takes its first budget once the sibling has acknowledged it (a
 	// few flushes of 5 ms): calls until then are refused with a Retry-After.
