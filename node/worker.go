@@ -124,11 +124,23 @@ func startWorker(h workerHello, fc *frameConn, conn net.Conn, log *slog.Logger) 
 		return nil, fmt.Errorf("nonce store: %w", err)
 	}
 	stack = append(stack, w.nonces.Close)
-	// Join before serving: the push/pull of the join brings the counts of the members
-	// that count quotas, so the first calls are decided against them.
+	// Join before serving, then exchange state with every member that counts quotas:
+	// a join's push/pull brings the counts of the member it reaches, and the node's own
+	// member counts none. So the first calls are decided against the cluster's counts.
 	if len(h.Join) > 0 {
 		if _, err := w.gossip.Join(h.Join); err != nil {
 			return nil, fmt.Errorf("join the node's gossip: %w", err)
+		}
+		var counting []string
+		for _, m := range w.gossip.Members() {
+			if m.State == cluster.MemberAlive && m.Name != w.gossip.LocalName() && slices.Contains(quotaRoles, m.Meta.Role) {
+				counting = append(counting, m.Addr)
+			}
+		}
+		if len(counting) > 0 {
+			if _, err := w.gossip.Join(counting); err != nil {
+				log.Warn("no counting member answered the state exchange", "err", err)
+			}
 		}
 	}
 	w.gossip.OnEvent(func(cluster.MemberEvent) { w.limiter.MembersChanged() })

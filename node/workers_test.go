@@ -410,3 +410,77 @@ func allowedCPUs(t *testing.T, status string) string {
 	t.Fatalf("%s: no Cpus_allowed_list", status)
 	return ""
 }
+
+// TestRestartedWorkerLearnsTheClusterCounts: a worker started while another node has
+// spent most of a quota learns that node's count before it serves (the state exchange
+// with every counting member), so the cluster still admits exactly the quota.
+func TestRestartedWorkerLearnsTheClusterCounts(t *testing.T) {
+	c := MakeCluster(t, 2, ClusterOptions{Configure: func(i int, cfg *Config) {
+		if i == 0 {
+			withWorkers(2)(cfg)
+		}
+	}})
+	workers, other := c.Nodes()[0].Node(), c.Nodes()[1].Node()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const limit = 90
+	res, err := c.Nodes()[0].Client().Apply(ctx, workersBundle(limit, `{"ok":true}`), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.WaitApplied(res.Index, 10*time.Second)
+	admitted := 0
+	call := func(addr string) int {
+		st, code, _ := signedCall(t, addr)
+		if st != 200 && st != 429 {
+			t.Fatalf("call: %d %s", st, code)
+		}
+		if st == 200 {
+			admitted++
+		}
+		if admitted > limit {
+			t.Fatalf("%d admitted under a quota of %d", admitted, limit)
+		}
+		return st
+	}
+	// The other node spends 60 (waiting out its budget refills), then goes quiet.
+	deadline := time.Now().Add(10 * time.Second)
+	for admitted < 60 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the other node admitted %d of 60 in 10 s", admitted)
+		}
+		if call(other.DataAddr()) == 429 {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	for _, pid := range workers.pool.pids() {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := workers.pool.pids()
+	waitUntilTrue(t, 10*time.Second, "both workers back and serving", func() bool {
+		now := workers.pool.pids()
+		_, served := workers.pool.servedIndex()
+		return now[0] != 0 && now[1] != 0 && now[0] != before[0] && now[1] != before[1] && served
+	})
+	// The new workers take what is left, and not a call more.
+	deadline = time.Now().Add(15 * time.Second)
+	for refusedInARow := 0; refusedInARow < 20; {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 15 s: %d of %d admitted", admitted, limit)
+		}
+		if call(workers.DataAddr()) == 429 {
+			if admitted >= limit {
+				refusedInARow++
+			} else {
+				time.Sleep(10 * time.Millisecond)
+			}
+		} else {
+			refusedInARow = 0
+		}
+	}
+	if admitted != limit {
+		t.Fatalf("%d admitted, want %d", admitted, limit)
+	}
+}
