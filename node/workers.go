@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/tollgate/tollgate/fsm"
@@ -48,7 +49,8 @@ type workerPool struct {
 
 	gatherMu sync.Mutex
 	wg       sync.WaitGroup
-	quit     chan struct{} // closed by stop and kill
+	restarts prometheus.Counter // workers that exited while the node ran
+	quit     chan struct{}      // closed by stop and kill
 	quitOnce sync.Once
 }
 
@@ -76,7 +78,21 @@ func newWorkerPool(n *Node, files []*os.File) *workerPool {
 		}
 		cmd = []string{exe, "worker"}
 	}
-	return &workerPool{n: n, log: n.log, cmd: cmd, files: files, procs: make([]*workerProc, n.cfg.Workers), quit: make(chan struct{})}
+	p := &workerPool{n: n, log: n.log, cmd: cmd, files: files, procs: make([]*workerProc, n.cfg.Workers), quit: make(chan struct{})}
+	p.restarts = prometheus.NewCounter(prometheus.CounterOpts{Name: "tollgate_worker_exits_total",
+		Help: "Data plane workers that exited (crashed or were killed) while the node ran; each is started again."})
+	live := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tollgate_workers_serving",
+		Help: "Data plane workers running, of --workers."}, func() float64 {
+		n := 0
+		for _, pid := range p.pids() {
+			if pid != 0 {
+				n++
+			}
+		}
+		return float64(n)
+	})
+	n.reg.MustRegister(p.restarts, live)
+	return p
 }
 
 // start runs every slot's supervisor; the first state to serve is s.
@@ -203,6 +219,7 @@ func (p *workerPool) supervise(slot int) {
 			if stopping {
 				return
 			}
+			p.restarts.Inc()
 			p.log.Error("worker exited; starting it again", "worker", slot, "err", w.cmd.ProcessState)
 			p.n.noteServed() // the others may now be the lowest
 		}

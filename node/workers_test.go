@@ -101,6 +101,30 @@ func signedCall(t *testing.T, addr string) (status int, code, body string) {
 	return send(t, addr, signedRequest(t))
 }
 
+// metricValue reads an unlabelled series from the node's /metrics.
+func metricValue(t *testing.T, n *Node, name string) float64 {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+n.AdminAddr()+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+n.Token())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics has no %s", name)
+	return 0
+}
+
 // workerRequests reads, from the node's /metrics, the calls each worker answered.
 func workerRequests(t *testing.T, n *Node) map[string]float64 {
 	t.Helper()
@@ -283,6 +307,9 @@ func TestWorkerCrashAndDrain(t *testing.T) {
 		}
 	}
 	t.Logf("after the restart, %d calls refused while the new worker took its first budget", refused)
+	if exits, serving := metricValue(t, n, "tollgate_worker_exits_total"), metricValue(t, n, "tollgate_workers_serving"); exits != 1 || serving != 2 {
+		t.Errorf("metrics after one crash: tollgate_worker_exits_total %v, tollgate_workers_serving %v; want 1 and 2", exits, serving)
+	}
 	pids := n.pool.pids()
 	closeCtx, cancelClose := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancelClose()
