@@ -101,8 +101,8 @@ func signedCall(t *testing.T, addr string) (status int, code, body string) {
 	return send(t, addr, signedRequest(t))
 }
 
-// metricValue reads an unlabelled series from the node's /metrics.
-func metricValue(t *testing.T, n *Node, name string) float64 {
+// metricsText fetches the node's /metrics.
+func metricsText(t *testing.T, n *Node) string {
 	t.Helper()
 	req, _ := http.NewRequest("GET", "http://"+n.AdminAddr()+"/metrics", nil)
 	req.Header.Set("Authorization", "Bearer "+n.Token())
@@ -112,7 +112,13 @@ func metricValue(t *testing.T, n *Node, name string) float64 {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(b), "\n") {
+	return string(b)
+}
+
+// metricValue reads an unlabelled series from the node's /metrics.
+func metricValue(t *testing.T, n *Node, name string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(metricsText(t, n), "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {
@@ -128,21 +134,24 @@ func metricValue(t *testing.T, n *Node, name string) float64 {
 // workerRequests reads, from the node's /metrics, the calls each worker answered.
 func workerRequests(t *testing.T, n *Node) map[string]float64 {
 	t.Helper()
-	req, _ := http.NewRequest("GET", "http://"+n.AdminAddr()+"/metrics", nil)
-	req.Header.Set("Authorization", "Bearer "+n.Token())
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
 	out := map[string]float64{}
 	re := regexp.MustCompile(`(?m)^tollgate_proxy_requests_total\{[^}]*worker="(\d+)"[^}]*\} (\S+)$`)
-	for _, m := range re.FindAllStringSubmatch(string(b), -1) {
+	for _, m := range re.FindAllStringSubmatch(metricsText(t, n), -1) {
 		v, _ := strconv.ParseFloat(m[2], 64)
 		out[m[1]] += v
 	}
 	return out
+}
+
+// workersAndOneNode starts a cluster of a node with two workers and a node serving in
+// process.
+func workersAndOneNode(t *testing.T) (c *TestCluster, workers, other *Node) {
+	c = MakeCluster(t, 2, ClusterOptions{Configure: func(i int, cfg *Config) {
+		if i == 0 {
+			withWorkers(2)(cfg)
+		}
+	}})
+	return c, c.Nodes()[0].Node(), c.Nodes()[1].Node()
 }
 
 // TestWorkersActAsOneNode: a node whose data plane runs in two worker processes, in a
@@ -151,12 +160,7 @@ func workerRequests(t *testing.T, n *Node) map[string]float64 {
 // refused on the other and on the other node; a change is served by every worker
 // when its write returns.
 func TestWorkersActAsOneNode(t *testing.T) {
-	c := MakeCluster(t, 2, ClusterOptions{Configure: func(i int, cfg *Config) {
-		if i == 0 {
-			withWorkers(2)(cfg)
-		}
-	}})
-	workers, other := c.Nodes()[0].Node(), c.Nodes()[1].Node()
+	c, workers, other := workersAndOneNode(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	const limit = 60
@@ -442,12 +446,7 @@ func allowedCPUs(t *testing.T, status string) string {
 // spent most of a quota learns that node's count before it serves (the state exchange
 // with every counting member), so the cluster still admits exactly the quota.
 func TestRestartedWorkerLearnsTheClusterCounts(t *testing.T) {
-	c := MakeCluster(t, 2, ClusterOptions{Configure: func(i int, cfg *Config) {
-		if i == 0 {
-			withWorkers(2)(cfg)
-		}
-	}})
-	workers, other := c.Nodes()[0].Node(), c.Nodes()[1].Node()
+	c, workers, other := workersAndOneNode(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	const limit = 90
