@@ -243,7 +243,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	if err := n.startQuotas(); err != nil {
 		n.gossip.Shutdown()
-		n.dataLn.Close()
+		n.closeWorkerFiles() // the listeners, and a nonce file made for workers
 		n.adminLn.Close()
 		return nil, err
 	}
@@ -300,7 +300,7 @@ func Start(cfg Config) (*Node, error) {
 		n.raft.Close()
 		n.stopQuotas()
 		n.gossip.Shutdown()
-		n.dataLn.Close()
+		n.closeWorkerFiles()
 		n.adminLn.Close()
 		return nil, err
 	}
@@ -583,8 +583,7 @@ func (n *Node) Close(ctx context.Context) error {
 		if d, ok := ctx.Deadline(); ok {
 			wait = max(time.Until(d), 0)
 		}
-		n.pool.setReady(false)
-		n.pool.stop(wait)
+		n.pool.stop(wait) // a drained worker's /readyz says not ready at once
 		n.closeWorkerFiles()
 	} else if err := n.proxy.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("data plane: %w", err))

@@ -329,9 +329,9 @@ var (
 )
 
 // awaitSiblings waits, up to limit, until the worker's gossip lists every other worker
-// of its node, and then one quota flush more. A worker that took a window's first
-// budget while it saw no sibling would reserve the whole quota, and the others would
-// get none of it while it stays busy.
+// of its node. A worker that took a window's first budget while it saw no sibling
+// would reserve the whole quota, and the others would get none of it while it stays
+// busy.
 func (w *dataWorker) awaitSiblings(limit time.Duration) {
 	deadline := time.Now().Add(limit)
 	for {
@@ -344,8 +344,7 @@ func (w *dataWorker) awaitSiblings(limit time.Duration) {
 			}
 		}
 		if all {
-			w.limiter.MembersChanged()
-			time.Sleep(2 * ratelimitFlush)
+			w.limiter.MembersChanged() // splits the next windows among them, now
 			return
 		}
 		if time.Now().After(deadline) {
@@ -355,7 +354,3 @@ func (w *dataWorker) awaitSiblings(limit time.Duration) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
-
-// ratelimitFlush is the limiter's default flush interval: how long a change of members
-// takes to reach its shares.
-const ratelimitFlush = 5 * time.Millisecond

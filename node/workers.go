@@ -42,14 +42,13 @@ type workerPool struct {
 
 	mu       sync.Mutex
 	procs    []*workerProc // by slot; nil while a slot restarts
-	state    []byte        // the latest state, encoded, and its index
-	index    uint64
+	state    []byte        // the latest state, encoded
 	ready    bool
 	stopping bool
 
 	gatherMu sync.Mutex
 	wg       sync.WaitGroup
-	restarts prometheus.Counter // workers that exited while the node ran
+	exits    prometheus.Counter // workers that exited while the node ran
 	quit     chan struct{}      // closed by stop and kill
 	quitOnce sync.Once
 }
@@ -79,7 +78,7 @@ func newWorkerPool(n *Node, files []*os.File) *workerPool {
 		cmd = []string{exe, "worker"}
 	}
 	p := &workerPool{n: n, log: n.log, cmd: cmd, files: files, procs: make([]*workerProc, n.cfg.Workers), quit: make(chan struct{})}
-	p.restarts = prometheus.NewCounter(prometheus.CounterOpts{Name: "tollgate_worker_exits_total",
+	p.exits = prometheus.NewCounter(prometheus.CounterOpts{Name: "tollgate_worker_exits_total",
 		Help: "Data plane workers that exited (crashed or were killed) while the node ran; each is started again."})
 	live := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tollgate_workers_serving",
 		Help: "Data plane workers running, of --workers."}, func() float64 {
@@ -91,20 +90,17 @@ func newWorkerPool(n *Node, files []*os.File) *workerPool {
 		}
 		return float64(n)
 	})
-	n.reg.MustRegister(p.restarts, live)
+	n.reg.MustRegister(p.exits, live)
 	return p
 }
 
 // start runs every slot's supervisor; the first state to serve is s.
-func (p *workerPool) start(s *fsm.State) error {
-	if err := p.setState(s); err != nil {
-		return err
-	}
+func (p *workerPool) start(s *fsm.State) {
+	p.publish(s) // no worker yet: each gets it when it starts
 	for slot := range p.procs {
 		p.wg.Add(1)
 		go p.supervise(slot)
 	}
-	return nil
 }
 
 func encodeState(s *fsm.State) ([]byte, error) {
@@ -113,17 +109,6 @@ func encodeState(s *fsm.State) ([]byte, error) {
 		return nil, fmt.Errorf("encode state for the workers: %w", err)
 	}
 	return buf.Bytes(), nil
-}
-
-func (p *workerPool) setState(s *fsm.State) error {
-	b, err := encodeState(s)
-	if err != nil {
-		return err
-	}
-	p.mu.Lock()
-	p.state, p.index = b, s.Index
-	p.mu.Unlock()
-	return nil
 }
 
 // publish sends s to every worker; the node serves it once every live worker says so
@@ -136,7 +121,7 @@ func (p *workerPool) publish(s *fsm.State) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.state, p.index = b, s.Index
+	p.state = b
 	for _, w := range p.procs {
 		if w != nil {
 			p.sendLocked(w, frameState, b)
@@ -219,7 +204,7 @@ func (p *workerPool) supervise(slot int) {
 			if stopping {
 				return
 			}
-			p.restarts.Inc()
+			p.exits.Inc()
 			p.log.Error("worker exited; starting it again", "worker", slot, "err", w.cmd.ProcessState)
 			p.n.noteServed() // the others may now be the lowest
 		}
@@ -295,7 +280,7 @@ func (p *workerPool) hello(slot int) workerHello {
 		NodeID: cfg.NodeID, Index: slot, BaseDomain: cfg.BaseDomain, MaxBodySize: cfg.MaxBodySize,
 		NonceCapacity: cfg.NonceCapacity, SubdomainDailyLimit: cfg.SubdomainDailyLimit,
 		TrustedProxies: cfg.TrustedProxies, GossipHost: host, GossipKey: cfg.GossipKey,
-		Join: append([]string{p.n.gossip.Addr()}, cfg.Join...), TLS: len(p.files) > 4, LogLevel: level, Workers: len(p.procs), Pin: cfg.PinWorkers,
+		Join: append([]string{p.n.gossip.Addr()}, cfg.Join...), TLS: p.n.tlsLn != nil, LogLevel: level, Workers: len(p.procs), Pin: cfg.PinWorkers,
 	}
 }
 
@@ -417,7 +402,7 @@ func (p *workerPool) kill() {
 	}
 }
 
-// Pids returns the running workers' process ids, by slot (0 for a slot restarting).
+// pids returns the running workers' process ids, by slot (0 for a slot restarting).
 func (p *workerPool) pids() []int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -468,7 +453,8 @@ func (n *Node) startWorkers() error {
 	}
 	n.pool = newWorkerPool(n, n.workerFiles)
 	n.pool.bal = bal
-	return n.pool.start(n.fsm.State())
+	n.pool.start(n.fsm.State())
+	return nil
 }
 
 // closeWorkerFiles closes what the node kept for its workers, and the listeners.

@@ -161,8 +161,14 @@ func NewNonceStore(cfg NonceConfig) (*NonceStore, error) {
 	s.overflow = prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tollgate_nonce_overflow_total", Help: "Nonces refused because the store was full (MaxEntries)."},
 		s.sum(func(sh *nonceShard) uint64 { return sh.overflow }))
 	s.entries = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tollgate_nonce_entries", Help: "Nonces remembered."}, func() float64 { return float64(s.Len()) })
+	collectors := []prometheus.Collector{s.used, s.refused, s.overflow, s.entries}
+	if cfg.SharedFile != "" {
+		collectors = append(collectors, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tollgate_nonce_unsent_total",
+			Help: "Nonces used in the shared file that no gossiping store took from its queue in time: other nodes never heard of them."},
+			s.sum(func(sh *nonceShard) uint64 { return sh.shm.dropped })))
+	}
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.used, s.refused, s.overflow, s.entries} {
+		for _, c := range collectors {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, err
 			}
@@ -397,15 +403,8 @@ func (s *NonceStore) flush() (busy bool) {
 	}
 	listed := slices.ContainsFunc(members, func(m string) bool { return m != s.name })
 	if s.cfg.Transport == nil {
-		// Nobody to send to. A shared file's queues are for a store that has.
-		if s.shm == nil {
-			for i := range s.shards {
-				sh := &s.shards[i]
-				s.lock(sh)
-				sh.pending = sh.pending[:0]
-				s.unlock(sh)
-			}
-		}
+		// Nobody to send to: such a store is alone and queues nothing, and a shared
+		// file's queues are for a store that has a transport.
 		return false
 	}
 	s.aloneMu.Lock()

@@ -206,3 +206,32 @@ func TestSharedNonceFileTakesOverADeadHoldersShard(t *testing.T) {
 		t.Fatal("nonce fresh twice after the takeover")
 	}
 }
+
+// TestSharedNonceFileCountsWhatItCannotQueue: with a gossiping store wanting nonces but
+// not taking them, a shard's queue fills; the nonces beyond it are still refused here
+// but counted as never sent.
+func TestSharedNonceFileCountsWhatItCannotQueue(t *testing.T) {
+	s := sharedStore(t, filepath.Join(t.TempDir(), "nonces"), 100_000)
+	s.shm.hdr.wanted.Add(1) // as a store with peers would
+	used := 0
+	for i := 0; used < shmPendingCap+40; i++ {
+		n := []byte("queued-" + strconv.Itoa(i))
+		if d := nonceDigest(n); d[0]%nonceShards != 0 {
+			continue
+		}
+		if !s.Use(n, time.Now()) {
+			t.Fatalf("nonce %d refused on first use", i)
+		}
+		used++
+	}
+	if got := s.sum(func(sh *nonceShard) uint64 { return sh.shm.dropped })(); got != 40 {
+		t.Fatalf("%v nonces counted unsent, want 40 (a queue holds %d)", got, shmPendingCap)
+	}
+	var q []byte
+	s.lock(&s.shards[0])
+	q = s.drain(&s.shards[0], q)
+	s.unlock(&s.shards[0])
+	if len(q) != shmPendingCap*digestLen {
+		t.Fatalf("the queue held %d digests, want %d", len(q)/digestLen, shmPendingCap)
+	}
+}
