@@ -26,10 +26,12 @@ type options struct {
 	Profile      bool          `json:"profile,omitempty"`
 	Quick        bool          `json:"quick,omitempty"`
 	NginxWorkers int           `json:"nginxWorkers"`
-	out          string
-	tollgateBin  string
-	compareBin   string
-	progress     io.Writer
+	// CompareWorkers runs tollgate-b with a worker per CPU, against tollgate-workers.
+	CompareWorkers bool `json:"compareWorkers,omitempty"`
+	out            string
+	tollgateBin    string
+	compareBin     string
+	progress       io.Writer
 }
 
 func main() {
@@ -49,6 +51,7 @@ func main() {
 	flag.StringVar(&o.out, "out", "", "results directory (default bench/results in the repository)")
 	flag.StringVar(&o.tollgateBin, "tollgate-bin", "", "a prebuilt tollgate binary (default: go build ./cmd/tollgate)")
 	flag.StringVar(&o.compareBin, "compare-bin", "", "a second tollgate binary, measured as target "+tTollgateB+" in the same rounds (an A/B of two builds)")
+	flag.BoolVar(&o.CompareWorkers, "compare-workers", false, "with -compare-bin: run "+tTollgateB+" with a worker per CPU and compare it with "+tTollgateWorkers+" (not "+tTollgate+")")
 	list := flag.Bool("list", false, "list the scenarios and exit")
 	flag.Parse()
 	if *list {
@@ -104,8 +107,8 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 	}
 	if o.compareBin != "" {
 		want[tTollgateB] = true
-	} else if want[tTollgateB] {
-		return nil, fmt.Errorf("target %s needs -compare-bin", tTollgateB)
+	} else if want[tTollgateB] || o.CompareWorkers {
+		return nil, fmt.Errorf("target %s and -compare-workers need -compare-bin", tTollgateB)
 	}
 	for t := range want {
 		if !strings.Contains(","+strings.Join(allTargets, ",")+",", ","+t+",") {
@@ -174,7 +177,11 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 		case tTollgateWorkers:
 			t, _, err = l.tollgate(ctx, name, o.tollgateBin, 1, false, runtime.NumCPU())
 		case tTollgateB:
-			t, _, err = l.tollgate(ctx, name, o.compareBin, 1, false, 0)
+			workers := 0
+			if o.CompareWorkers {
+				workers = runtime.NumCPU()
+			}
+			t, _, err = l.tollgate(ctx, name, o.compareBin, 1, false, workers)
 		case tTollgate3:
 			t, _, err = l.tollgate(ctx, name, o.tollgateBin, 3, false, 0)
 		case tTollgatePerCPU:

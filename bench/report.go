@@ -352,8 +352,12 @@ func (r *report) placementMarkdown(b *strings.Builder) {
 // placement.
 func (r *report) compareMarkdown(b *strings.Builder) {
 	header := false
+	base := tTollgate
+	if r.Options.CompareWorkers {
+		base = tTollgateWorkers
+	}
 	for _, sc := range r.Scenarios {
-		a, x := r.byKey[sc.Name+"/"+tTollgate], r.byKey[sc.Name+"/"+tTollgateB]
+		a, x := r.byKey[sc.Name+"/"+base], r.byKey[sc.Name+"/"+tTollgateB]
 		if a == nil || x == nil {
 			continue
 		}
@@ -362,7 +366,7 @@ func (r *report) compareMarkdown(b *strings.Builder) {
 			continue
 		}
 		if !header {
-			fmt.Fprintf(b, "\n%s (-compare-bin) against %s, medians of the round-by-round ratios:\n\n", tTollgateB, tTollgate)
+			fmt.Fprintf(b, "\n%s (-compare-bin) against %s, medians of the round-by-round ratios:\n\n", tTollgateB, base)
 			b.WriteString("| scenario | all rounds | req/s × | CPU × | near rounds | req/s × near | CPU × near | far rounds | req/s × far | CPU × far |\n")
 			b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 			header = true

@@ -26,6 +26,16 @@ func TestCompareMarkdown(t *testing.T) {
 		t.Errorf("table lacks %q:\n%s", want, b.String())
 	}
 
+	// With -compare-workers the base is the workers target, not the one-process node.
+	r.Options.CompareWorkers = true
+	r.byKey["full/"+tTollgateWorkers] = r.byKey["full/"+tTollgate]
+	delete(r.byKey, "full/"+tTollgate)
+	b.Reset()
+	r.compareMarkdown(&b)
+	if !strings.Contains(b.String(), want) || !strings.Contains(b.String(), "against "+tTollgateWorkers) {
+		t.Errorf("-compare-workers table lacks %q against %s:\n%s", want, tTollgateWorkers, b.String())
+	}
+
 	delete(r.byKey, "full/"+tTollgateB)
 	b.Reset()
 	if r.compareMarkdown(&b); b.Len() != 0 {
