@@ -126,9 +126,9 @@ type pathPart struct {
 	param int // -1 for a literal
 }
 
-// httpBackend forwards to an http or https backend through a shared HostClient.
+// httpBackend forwards to an http or https backend through a shared backendClient.
 type httpBackend struct {
-	client  *fasthttp.HostClient
+	client  *backendClient
 	scheme  []byte
 	host    []byte // Host header and URI host for the backend
 	path    []pathPart
@@ -147,7 +147,7 @@ type httpBackend struct {
 	sigHeaders []string
 }
 
-// clientKey identifies a HostClient: calls to the same scheme, address and CA share one
+// clientKey identifies a backendClient: calls to the same scheme, address and CA share one
 // pool of keep-alive connections, across routes and across table rebuilds.
 func clientKey(scheme, addr, ca string) string {
 	k := scheme + "://" + addr
@@ -394,14 +394,14 @@ func (h *httpBackend) serve(c *Call) bool {
 		if k == nil {
 			return c.FailDetail(ErrInternal, "backend key missing")
 		}
-		uri.DisablePathNormalizing = true // as the HostClient sends it
+		uri.DisablePathNormalizing = true // as the client sends it
 		k.Sign(req, h.sigHeaders, &c.sig)
 	}
 
 	// Offsets from c.Start read only the monotonic clock: time.Now reads the wall
 	// clock as well, which nothing here needs.
 	sent := time.Since(c.Start)
-	err := h.client.DoTimeout(req, &ctx.Response, h.timeout)
+	err := h.client.do(req, &ctx.Response, c.Start, c.Start.Add(sent+h.timeout))
 	c.BackendTime = time.Since(c.Start) - sent
 	if err != nil {
 		return c.Fail(backendError(err))
@@ -413,7 +413,7 @@ func (h *httpBackend) serve(c *Call) bool {
 	return true
 }
 
-// backendError maps a HostClient error to a row of the error table.
+// backendError maps a backendClient error to a row of the error table.
 func backendError(err error) *ErrorCode {
 	switch {
 	case errors.Is(err, fasthttp.ErrTimeout):
@@ -577,9 +577,9 @@ func (c *Call) appendXFF(req *fasthttp.Request) {
 	c.conn = b
 }
 
-// client returns the shared HostClient for a backend, creating it on first use. Called
-// only while building a table, under the proxy's update lock.
-func (b *builder) client(scheme, addr, serverName, ca string) (*fasthttp.HostClient, error) {
+// client returns the shared backendClient for a backend, creating it on first use. Called
+// under p.mu by the builder.
+func (b *builder) client(scheme, addr, serverName, ca string) (*backendClient, error) {
 	key := clientKey(scheme, addr, ca)
 	b.usedClients[key] = true
 	if b.cur != nil {
@@ -588,24 +588,9 @@ func (b *builder) client(scheme, addr, serverName, ca string) (*fasthttp.HostCli
 	if c := b.p.clients[key]; c != nil {
 		return c, nil
 	}
-	c := &fasthttp.HostClient{
-		Addr:                     addr,
-		IsTLS:                    scheme == "https",
-		MaxConns:                 b.p.cfg.MaxBackendConns,
-		MaxConnWaitTimeout:       defaultMaxConnWait,
-		MaxIdleConnDuration:      defaultIdleConnDuration,
-		MaxResponseBodySize:      b.p.cfg.MaxResponseBodySize,
-		ReadBufferSize:           backendReadBufferSize,
-		WriteBufferSize:          backendWriteBufferSize,
-		NoDefaultUserAgentHeader: true, // forward the client's User-Agent, or none
-		DisablePathNormalizing:   true, // the path is escaped exactly once, by us
-		// Retrying is safe only before the backend saw the request; fasthttp retries
-		// idempotent requests on a dead keep-alive connection, which is that case.
-		MaxIdemponentCallAttempts: 2,
-		DialTimeout:               dialBackend,
-	}
-	if c.IsTLS {
-		cfg := &tls.Config{ServerName: serverName, MinVersion: tls.VersionTLS12}
+	var cfg *tls.Config
+	if scheme == "https" {
+		cfg = &tls.Config{ServerName: serverName, MinVersion: tls.VersionTLS12}
 		if ca != "" {
 			pool := x509.NewCertPool()
 			if !pool.AppendCertsFromPEM([]byte(ca)) {
@@ -613,8 +598,8 @@ func (b *builder) client(scheme, addr, serverName, ca string) (*fasthttp.HostCli
 			}
 			cfg.RootCAs = pool
 		}
-		c.TLSConfig = cfg
 	}
+	c := newBackendClient(addr, cfg, b.p.cfg.MaxBackendConns, b.p.cfg.MaxResponseBodySize)
 	b.p.clients[key] = c
 	return c, nil
 }

@@ -148,8 +148,7 @@ func cannedProxy(b *testing.B) (*Proxy, []cannedCase) {
 	}
 	p.Update(st.s)
 	for _, c := range p.clients {
-		c.DialTimeout = nil
-		c.Dial = func(string) (net.Conn, error) { return &cannedConn{resp: cannedResponse}, nil }
+		c.dial = func(string, time.Duration) (net.Conn, error) { return &cannedConn{resp: cannedResponse}, nil }
 	}
 	return p, []cannedCase{
 		{"anon", "/json", false, nil},

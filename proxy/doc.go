@@ -29,7 +29,7 @@
 //
 // Update compiles a whole table from an fsm.State and publishes it with an
 // atomic.Pointer, so every request sees one version from start to end. Backend
-// HostClients (one per scheme, address and CA) and metric children are shared across
+// clients (one per scheme, address and CA) and metric children are shared across
 // versions and released when no route uses them any more, so keep-alive connections
 // survive rebuilds.
 //

@@ -98,7 +98,7 @@ type Proxy struct {
 	trusted  *access.Trusted
 
 	mu       sync.Mutex // serializes Update; guards the fields below
-	clients  map[string]*fasthttp.HostClient
+	clients  map[string]*backendClient
 	series   map[seriesKey]*series
 	problems map[string]bool
 	routes   map[routeKey]*Route // the current table's compiled routes, by version
@@ -159,7 +159,7 @@ func New(cfg Config) (*Proxy, error) {
 		base:     strings.Trim(strings.ToLower(cfg.BaseDomain), "."),
 		log:      cfg.Logger.With("component", "proxy"),
 		ids:      newIDGen(cfg.NodeID),
-		clients:  map[string]*fasthttp.HostClient{},
+		clients:  map[string]*backendClient{},
 		series:   map[seriesKey]*series{},
 		problems: map[string]bool{},
 		verifier: &signature.Verifier{Window: cfg.SignatureWindow, Nonces: cfg.Nonces},
