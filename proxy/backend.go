@@ -416,7 +416,7 @@ func (h *httpBackend) serve(c *Call) bool {
 // backendError maps a backendClient error to a row of the error table.
 func backendError(err error) *ErrorCode {
 	switch {
-	case errors.Is(err, fasthttp.ErrTimeout):
+	case errors.Is(err, fasthttp.ErrTimeout): // fasthttp's parsers report a read deadline so
 		return ErrBackendTimeout
 	case errors.Is(err, fasthttp.ErrNoFreeConns):
 		return ErrBackendBusy
@@ -578,7 +578,7 @@ func (c *Call) appendXFF(req *fasthttp.Request) {
 }
 
 // client returns the shared backendClient for a backend, creating it on first use. Called
-// under p.mu by the builder.
+// only while building a table, under the proxy's update lock.
 func (b *builder) client(scheme, addr, serverName, ca string) (*backendClient, error) {
 	key := clientKey(scheme, addr, ca)
 	b.usedClients[key] = true

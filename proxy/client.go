@@ -25,7 +25,9 @@ import (
 // full load. This client reads no clock on a call (the deadline is the call's start
 // plus its timeout, and the start is read once per request anyway), takes its lock
 // once to take a connection and once to give it back, and keeps each connection's
-// buffers with it: -2.3% CPU per request in an A/B of the full scenario.
+// buffers with it (32 KiB a connection, idle or not). In an A/B under load with
+// workers: -2.3% CPU per request of the full scenario near, no change far, -2.6%
+// anonymous far.
 //
 // What HostClient gave is kept: at most maxConns connections, a caller waiting up
 // to maxWait for one (then ErrNoFreeConns), idle connections closed after idleAfter,
