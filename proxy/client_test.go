@@ -15,11 +15,11 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// clientCall sends one request through b to addr, with a 5 s deadline.
-func clientCall(b *backendClient, method, addr string) (*fasthttp.Response, error) {
+// clientCall sends one request for url through b, with a 5 s deadline.
+func clientCall(b *backendClient, method, url string) (*fasthttp.Response, error) {
 	req, resp := &fasthttp.Request{}, &fasthttp.Response{}
 	req.Header.SetMethod(method)
-	req.SetRequestURI("http://" + addr + "/x")
+	req.SetRequestURI(url)
 	now := time.Now()
 	return resp, b.do(req, resp, now, now.Add(5*time.Second))
 }
@@ -48,13 +48,13 @@ func TestBackendClientWaitsThenBusy(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	var slowErr error
-	go func() { defer wg.Done(); _, slowErr = clientCall(b, "POST", addr) }()
+	go func() { defer wg.Done(); _, slowErr = clientCall(b, "POST", "http://"+addr+"/x") }()
 	deadline := time.Now().Add(5 * time.Second)
 	for open, _ := openConns(b); open == 0 && time.Now().Before(deadline); open, _ = openConns(b) {
 		time.Sleep(time.Millisecond)
 	}
 	start := time.Now()
-	if _, err := clientCall(b, "GET", addr); !errors.Is(err, fasthttp.ErrNoFreeConns) {
+	if _, err := clientCall(b, "GET", "http://"+addr+"/x"); !errors.Is(err, fasthttp.ErrNoFreeConns) {
 		t.Fatalf("a call with the only connection busy: %v, want ErrNoFreeConns", err)
 	}
 	if w := time.Since(start); w < 90*time.Millisecond || w > 2*time.Second {
@@ -64,7 +64,7 @@ func TestBackendClientWaitsThenBusy(t *testing.T) {
 	// A waiter gets the connection as soon as it frees up.
 	b.maxWait = 5 * time.Second
 	got := make(chan error, 1)
-	go func() { _, err := clientCall(b, "GET", addr); got <- err }()
+	go func() { _, err := clientCall(b, "GET", "http://"+addr+"/x"); got <- err }()
 	time.Sleep(20 * time.Millisecond) // let it wait
 	close(hold)
 	wg.Wait()
@@ -108,16 +108,16 @@ func TestBackendClientRetriesAStaleConnection(t *testing.T) {
 	b := newBackendClient(addr, nil, 4, 1<<20)
 	t.Cleanup(b.CloseIdleConnections)
 
-	if _, err := clientCall(b, "GET", addr); err != nil {
+	if _, err := clientCall(b, "GET", "http://"+addr+"/x"); err != nil {
 		t.Fatalf("first call: %v", err)
 	}
 	time.Sleep(50 * time.Millisecond) // the backend's close reaches the idle connection
-	resp, err := clientCall(b, "GET", addr)
+	resp, err := clientCall(b, "GET", "http://"+addr+"/x")
 	if err != nil || string(resp.Body()) != "ok" {
 		t.Fatalf("GET on a stale connection: %v %q, want it retried on a new one", err, resp.Body())
 	}
 	time.Sleep(50 * time.Millisecond)
-	if _, err := clientCall(b, "POST", addr); err == nil {
+	if _, err := clientCall(b, "POST", "http://"+addr+"/x"); err == nil {
 		t.Fatal("POST on a stale connection succeeded: it must not be sent twice")
 	}
 	// The POST took the retried GET's connection, stale again, and dropped it.
@@ -132,7 +132,7 @@ func TestBackendClientClosesIdle(t *testing.T) {
 	b := newBackendClient(addr, nil, 4, 1<<20)
 	b.idleAfter = 40 * time.Millisecond
 	t.Cleanup(b.CloseIdleConnections)
-	if _, err := clientCall(b, "GET", addr); err != nil {
+	if _, err := clientCall(b, "GET", "http://"+addr+"/x"); err != nil {
 		t.Fatal(err)
 	}
 	if open, idle := openConns(b); open != 1 || idle != 1 {
@@ -161,10 +161,8 @@ func TestBackendClientTLS(t *testing.T) {
 	b := newBackendClient(addr, &tls.Config{ServerName: host, RootCAs: pool, MinVersion: tls.VersionTLS12}, 4, 1<<20)
 	t.Cleanup(b.CloseIdleConnections)
 	for i := range 2 {
-		req, resp := &fasthttp.Request{}, &fasthttp.Response{}
-		req.SetRequestURI("https://" + addr + "/x")
-		now := time.Now()
-		if err := b.do(req, resp, now, now.Add(5*time.Second)); err != nil || string(resp.Body()) != "secure GET" {
+		resp, err := clientCall(b, "GET", "https://"+addr+"/x")
+		if err != nil || string(resp.Body()) != "secure GET" {
 			t.Fatalf("call %d: %v %q", i, err, resp.Body())
 		}
 	}
@@ -173,7 +171,7 @@ func TestBackendClientTLS(t *testing.T) {
 	}
 
 	untrusted := newBackendClient(addr, &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}, 4, 1<<20)
-	if _, err := clientCall(untrusted, "GET", addr); err == nil {
+	if _, err := clientCall(untrusted, "GET", "https://"+addr+"/x"); err == nil {
 		t.Error("a backend certificate from an unknown CA was accepted")
 	}
 	if open, _ := openConns(untrusted); open != 0 {
