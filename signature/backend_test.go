@@ -5,11 +5,15 @@ import (
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/base64"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -205,6 +209,74 @@ func TestVerifyBackendRequestRefusals(t *testing.T) {
 		c.tamper(r)
 		if err := VerifyBackendRequest(r, secretFor); err != c.want {
 			t.Errorf("%s: %v, want %v", name, err, c.want)
+		}
+	}
+}
+
+// TestBackendSignReusedScratch: a Scratch that signed one request signs the next
+// exactly as a fresh one would, whether the next sends the same header names in the
+// same places (the sort is reused; the values are the new request's) or not.
+func TestBackendSignReusedScratch(t *testing.T) {
+	key := NewBackendKey("DemoKey1", "DemoSecret1")
+	extra := []string{"X-Days"}
+	rng := rand.New(rand.NewPCG(7, 9))
+	names := []string{"X-Ca-Key", "X-Ca-Nonce", "X-Ca-Timestamp", "x-ca-stage", "X-Days", "Accept", "X-Ca-Signature"}
+	var reused Scratch
+	var last string
+	same := 0
+	for i := range 300 {
+		req := new(fasthttp.Request)
+		req.SetRequestURI("http://127.0.0.1/v2/items?n=" + strconv.Itoa(i))
+		order := names
+		if rng.IntN(3) == 0 { // a third of the calls send their headers in another order
+			order = slices.Clone(names)
+			rng.Shuffle(len(order), func(a, b int) { order[a], order[b] = order[b], order[a] })
+		}
+		sent := order[:4+rng.IntN(len(order)-3)]
+		for _, n := range sent {
+			req.Header.Add(n, "v"+strconv.Itoa(rng.IntN(1000)))
+		}
+		twice := rng.IntN(10) == 0
+		if twice {
+			req.Header.Add("X-Ca-Key", "sent twice") // a repeat: the first value signs
+		}
+		if shape := fmt.Sprint(sent, twice); shape == last {
+			same++ // the reused scratch's sort applies
+		} else {
+			last = shape
+		}
+		fresh := new(fasthttp.Request)
+		req.CopyTo(fresh)
+		var sc Scratch
+		key.Sign(fresh, extra, &sc)
+		key.Sign(req, extra, &reused)
+		if got, want := string(reused.StringToSign()), string(sc.StringToSign()); got != want {
+			t.Fatalf("call %d: string-to-sign with a reused scratch\n%q\nfresh\n%q", i, got, want)
+		}
+		for _, h := range []string{HeaderProxySignature, HeaderProxySignatureHeaders} {
+			if got, want := string(req.Header.Peek(h)), string(fresh.Header.Peek(h)); got != want {
+				t.Fatalf("call %d: %s %q with a reused scratch, %q fresh", i, h, got, want)
+			}
+		}
+	}
+	if same < 30 || same > 270 {
+		t.Fatalf("%d of 300 calls had the previous call's header names: both paths need exercising", same)
+	}
+
+	// The same X-Ca-* names in the same order, but another header between them: their
+	// places differ, and so must the values signed.
+	for _, hdrs := range [][]string{{"X-Ca-Key", "X-Ca-Nonce"}, {"X-Ca-Key", "Accept", "X-Ca-Nonce"}} {
+		req, fresh := new(fasthttp.Request), new(fasthttp.Request)
+		req.SetRequestURI("http://127.0.0.1/v2/items")
+		for i, n := range hdrs {
+			req.Header.Add(n, "w"+strconv.Itoa(i))
+		}
+		req.CopyTo(fresh)
+		var sc Scratch
+		key.Sign(fresh, extra, &sc)
+		key.Sign(req, extra, &reused)
+		if got, want := string(reused.StringToSign()), string(sc.StringToSign()); got != want {
+			t.Fatalf("headers %v: string-to-sign with a reused scratch\n%q\nfresh\n%q", hdrs, got, want)
 		}
 	}
 }

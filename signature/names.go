@@ -1,6 +1,9 @@
 package signature
 
-import "bytes"
+import (
+	"bytes"
+	"slices"
+)
 
 // nameSet collects the lower-cased names of the headers a signature covers, with
 // their values, without allocating once grown. Names are copied into one buffer and
@@ -11,7 +14,15 @@ type nameSet struct {
 	ents  []nameEnt
 	names [][]byte // after sorted: the names, sorted and deduplicated
 	vals  [][]byte // after sorted: vals[i] is the value of names[i]
-	list  []byte   // after sorted: the names joined by commas
+	list  []byte   // after sorted: the names joined by commas (the last sort's)
+
+	// The last sort: its input (buf and ents as added) and its output (the entries
+	// kept, in order). A client sends its headers the same way on every call, so the
+	// next request on this Scratch usually adds the very same names at the same
+	// header positions, and takes the order from here instead of sorting again.
+	memoBuf []byte
+	memoIn  []nameEnt
+	memoOut []nameEnt
 }
 
 // nameEnt is a name in buf[start:end], and the index in the headerIndex of the
@@ -65,6 +76,34 @@ func isProxySignatureHeader(name []byte) bool {
 // header sent twice signs its first value, as get reads it). It fills ns.names,
 // ns.vals (values from x) and ns.list, and returns ns.names.
 func (ns *nameSet) sorted(x *headerIndex) [][]byte {
+	if !ns.sameAsLast() {
+		ns.sortAndRemember()
+	}
+	for _, e := range ns.memoOut {
+		n := ns.buf[e.start:e.end]
+		var v []byte
+		if e.hdr >= 0 {
+			v = x.vals[e.hdr]
+		} else {
+			v = get(x, n)
+		}
+		ns.names = append(ns.names, n)
+		ns.vals = append(ns.vals, v)
+	}
+	return ns.names
+}
+
+// sameAsLast reports whether the names were added as in the last sort: the same
+// bytes at the same header positions, so its order holds.
+func (ns *nameSet) sameAsLast() bool {
+	return bytes.Equal(ns.buf, ns.memoBuf) && slices.Equal(ns.ents, ns.memoIn)
+}
+
+// sortAndRemember sorts the entries (stably, by name), drops repeats and keeps the
+// input and the result for sameAsLast.
+func (ns *nameSet) sortAndRemember() {
+	ns.memoBuf = append(ns.memoBuf[:0], ns.buf...)
+	ns.memoIn = append(ns.memoIn[:0], ns.ents...)
 	buf, ents := ns.buf, ns.ents
 	name := func(e nameEnt) []byte { return buf[e.start:e.end] }
 	// Insertion sort, stable: a dozen names, often nearly in order.
@@ -73,26 +112,18 @@ func (ns *nameSet) sorted(x *headerIndex) [][]byte {
 			ents[j], ents[j-1] = ents[j-1], ents[j]
 		}
 	}
-	ns.list = ns.list[:0]
+	ns.memoOut, ns.list = ns.memoOut[:0], ns.list[:0]
 	for i, e := range ents {
 		n := name(e)
 		if i > 0 && bytes.Equal(n, name(ents[i-1])) {
 			continue
 		}
-		var v []byte
-		if e.hdr >= 0 {
-			v = x.vals[e.hdr]
-		} else {
-			v = get(x, n)
-		}
-		if len(ns.names) > 0 {
+		if len(ns.memoOut) > 0 {
 			ns.list = append(ns.list, ',')
 		}
 		ns.list = append(ns.list, n...)
-		ns.names = append(ns.names, n)
-		ns.vals = append(ns.vals, v)
+		ns.memoOut = append(ns.memoOut, e)
 	}
-	return ns.names
 }
 
 // sortNames sorts a dozen or so header names by insertion: fewer compares than the
