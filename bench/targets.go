@@ -19,13 +19,15 @@ const (
 	tDirect    = "direct"
 	tNginx     = "nginx"
 	tBareProxy = "bareproxy"
-	tTollgate  = "tollgate"
+	// tTollgate is one node serving in its own process (--workers 0).
+	tTollgate = "tollgate"
 	// tTollgateB is a second build of the node (-compare-bin) in the same rounds: an
 	// A/B of two builds that shares the rounds' drift and placement with the first.
 	tTollgateB = "tollgate-b"
-	tTollgate3 = "tollgate-3" // three nodes on this machine, load spread over all
-	// tTollgateWorkers is the node with its data plane in one worker process per CPU
-	// (--workers), each with one P: a connection's work stays on its CPU.
+	tTollgate3 = "tollgate-3" // three nodes in process on this machine, load spread over all
+	// tTollgateWorkers is the node as it runs by default: its data plane in one worker
+	// process per CPU (--workers), each with one P, so a connection's work stays on
+	// its CPU.
 	tTollgateWorkers = "tollgate-workers"
 	// tTollgatePerCPU is an experiment, not a deployment: one node per CPU, each
 	// with one P (GOMAXPROCS=1) and not clustered, the load spread over them. It
@@ -294,9 +296,9 @@ func (l *lab) tollgate(ctx context.Context, name, bin string, size int, perCPU b
 		if nonceFile != "" {
 			args = append(args, "--nonce-file", nonceFile)
 		}
-		if workers > 0 {
-			args = append(args, "--workers", strconv.Itoa(workers))
-		}
+		// Always said: the node's own default is a worker per CPU, and the in-process
+		// targets must stay in process.
+		args = append(args, "--workers", strconv.Itoa(workers))
 		cmd := exec.Command(bin, args...)
 		if perCPU {
 			cmd.Env = append(os.Environ(), "GOMAXPROCS=1")

@@ -64,9 +64,9 @@ type Config struct {
 	// quotas as gossip members of their own and share the node's nonce table in
 	// memory. 0 serves in the node's process.
 	Workers int
-	// PinWorkers runs worker i on the i-th CPU the node may use (modulo their number),
-	// as nginx's worker_cpu_affinity does: the kernel then never moves a worker, and its
-	// connections' state, to another CPU. Defaults() sets it.
+	// PinWorkers runs worker i on the i-th CPU the node may use, when there is one
+	// worker per such CPU, as nginx's worker_cpu_affinity does: the kernel then never
+	// moves a worker, and its connections' state, to another CPU. Defaults() sets it.
 	PinWorkers bool
 	// WorkerCommand starts a worker (default: this executable with "worker").
 	WorkerCommand []string

@@ -78,8 +78,10 @@ type dataWorker struct {
 func startWorker(h workerHello, fc *frameConn, conn net.Conn, log *slog.Logger) (_ *dataWorker, err error) {
 	w := &dataWorker{h: h, log: log, fc: fc, conn: conn, reg: prometheus.NewRegistry()}
 	if h.Pin {
-		if err := pinToCPU(h.Index); err != nil {
+		if pinned, err := pinToCPU(h.Index, h.Workers); err != nil {
 			log.Warn("worker not pinned to a CPU", "err", err)
+		} else if !pinned && h.Index == 0 {
+			log.Info("workers not pinned: there is not one per CPU the node may use", "workers", h.Workers)
 		}
 	}
 	reg := prometheus.WrapRegistererWith(prometheus.Labels{"worker": strconv.Itoa(h.Index)}, w.reg)
@@ -286,12 +288,13 @@ func (w *dataWorker) stop(wait time.Duration) {
 }
 
 // pinToCPU runs every thread of the process, and so the threads they start, on the
-// slot-th of the CPUs the process may use. Threads the runtime starts while the pass
-// runs are caught by the second pass.
-func pinToCPU(slot int) error {
+// slot-th of the CPUs the process may use, when the node runs one worker per such CPU
+// (pinnedCPU). Threads the runtime starts while the pass runs are caught by the
+// second pass.
+func pinToCPU(slot, workers int) (pinned bool, err error) {
 	var allowed unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &allowed); err != nil {
-		return err
+		return false, err
 	}
 	var cpus []int
 	for c := range 1024 {
@@ -299,25 +302,37 @@ func pinToCPU(slot int) error {
 			cpus = append(cpus, c)
 		}
 	}
-	if len(cpus) == 0 {
-		return errors.New("no CPU allowed")
+	cpu, ok := pinnedCPU(cpus, slot, workers)
+	if !ok {
+		return false, nil
 	}
 	var one unix.CPUSet
-	one.Set(cpus[slot%len(cpus)])
+	one.Set(cpu)
 	for range 2 {
 		tasks, err := os.ReadDir("/proc/self/task")
 		if err != nil {
-			return err
+			return false, err
 		}
 		for _, t := range tasks {
 			if tid, err := strconv.Atoi(t.Name()); err == nil {
 				if err := unix.SchedSetaffinity(tid, &one); err != nil {
-					return fmt.Errorf("thread %d: %w", tid, err)
+					return false, fmt.Errorf("thread %d: %w", tid, err)
 				}
 			}
 		}
 	}
-	return nil
+	return true, nil
+}
+
+// pinnedCPU picks worker slot's CPU among the allowed ones: only when there is one
+// worker per allowed CPU. With fewer workers (a container held to two CPUs' worth of
+// time on a larger host, say), every node would pin its workers to the same first
+// CPUs of the host, whoever else runs there; then the kernel places them.
+func pinnedCPU(allowed []int, slot, workers int) (cpu int, ok bool) {
+	if len(allowed) == 0 || workers != len(allowed) || slot < 0 || slot >= workers {
+		return 0, false
+	}
+	return allowed[slot], true
 }
 
 // Roles of the members a transport reaches: those that count quotas (nodes serving

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/tollgate/tollgate/fsm"
 	"github.com/tollgate/tollgate/signature"
+	"golang.org/x/sys/unix"
 )
 
 // testWorkerEnv makes the test binary a data plane worker (RunWorker) instead of
@@ -395,11 +395,16 @@ func waitUntilTrue(t *testing.T, d time.Duration, what string, cond func() bool)
 // TestWorkersPinnedToCPUs: each worker, every thread of it, runs on a CPU of its own
 // (on a machine with two), and the node itself is not pinned.
 func TestWorkersPinnedToCPUs(t *testing.T) {
-	if runtime.NumCPU() < 2 {
-		t.Skip("one CPU: nothing to pin apart")
+	var allowed unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &allowed); err != nil {
+		t.Fatal(err)
+	}
+	cpus := allowed.Count()
+	if cpus < 2 || cpus > 4 {
+		t.Skipf("%d CPUs: the test runs one worker per CPU, for 2 to 4", cpus)
 	}
 	n := startNode(t, "workers-pinned", func(c *Config) {
-		withWorkers(2)(c)
+		withWorkers(cpus)(c)
 		c.PinWorkers = true
 	})
 	seen := map[string]bool{}
@@ -508,5 +513,28 @@ func TestRestartedWorkerLearnsTheClusterCounts(t *testing.T) {
 	}
 	if admitted != limit {
 		t.Fatalf("%d admitted, want %d", admitted, limit)
+	}
+}
+
+// TestPinnedCPU: a worker is pinned only when there is one per CPU the node may use,
+// to the CPU of its slot; with fewer workers than CPUs none is.
+func TestPinnedCPU(t *testing.T) {
+	for _, c := range []struct {
+		allowed       []int
+		slot, workers int
+		cpu           int
+		ok            bool
+	}{
+		{[]int{0, 1}, 0, 2, 0, true},
+		{[]int{0, 1}, 1, 2, 1, true},
+		{[]int{4, 6, 9}, 2, 3, 9, true},
+		{[]int{0, 1, 2, 3}, 1, 2, 0, false}, // two workers on a four-CPU host: placed by the kernel
+		{[]int{0, 1}, 2, 3, 0, false},       // more workers than CPUs
+		{nil, 0, 1, 0, false},
+	} {
+		cpu, ok := pinnedCPU(c.allowed, c.slot, c.workers)
+		if ok != c.ok || (ok && cpu != c.cpu) {
+			t.Errorf("pinnedCPU(%v, slot %d, %d workers) = %d, %v; want %d, %v", c.allowed, c.slot, c.workers, cpu, ok, c.cpu, c.ok)
+		}
 	}
 }
