@@ -63,6 +63,20 @@ func BenchmarkHandleAndAllowApp(b *testing.B) {
 	}
 }
 
+// BenchmarkHandleParallel resolves the same three keys from every core, as the
+// proxy does for one API, app and user under load: lookups that share a shard.
+func BenchmarkHandleParallel(b *testing.B) {
+	l := benchLimiter(b)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			l.HandleScoped("p", DimAPI, "weather/city@RELEASE", "", false)
+			l.HandleScoped("p", DimApp, "mobile", "weather/city@RELEASE", false)
+			l.HandleScoped("p", DimUser, "ann", "weather/city@RELEASE", false)
+		}
+	})
+}
+
 // BenchmarkMemoryPerMillionKeys creates a million keys, each used once in the current
 // window with counts from two peers (a 3-node cluster), and reports the heap they take.
 func BenchmarkMemoryPerMillionKeys(b *testing.B) {

@@ -70,7 +70,74 @@ const numShards = 256
 type shard struct {
 	mu sync.RWMutex
 	m  map[uint64]*Counter
-	_  [32]byte // keep neighbouring shards' locks off one cache line
+	// index holds m's counters for lookup, which takes no lock: every request
+	// resolves a counter per quota it counts against, and a read lock's two atomic
+	// adds per lookup made the shard's lock word bounce between the cores that
+	// serve requests. Changed under mu.
+	index atomic.Pointer[counterIndex]
+	_     [24]byte // keep neighbouring shards' locks off one cache line
+}
+
+// counterIndex is a shard's counters in open addressing, for lookup without the
+// shard's lock. Writers (under the lock) add a counter to a free slot, or build a
+// new index when half the slots are used and after a sweep deleted counters. A
+// lookup on an index just replaced may find a counter the sweep deleted, as one
+// holding the old read lock could have, and counts into it once; one that misses a
+// counter just added finds it in create, under the lock.
+type counterIndex struct {
+	slots []atomic.Pointer[Counter]
+	used  int // under the shard's lock
+}
+
+// minIndexSlots is an index's first size (a power of two).
+const minIndexSlots = 8
+
+func newCounterIndex(m map[uint64]*Counter) *counterIndex {
+	size := minIndexSlots
+	for size < 2*(len(m)+1) {
+		size *= 2
+	}
+	ix := &counterIndex{slots: make([]atomic.Pointer[Counter], size)}
+	for _, c := range m {
+		ix.add(c)
+	}
+	return ix
+}
+
+// home is where key's probe starts: bits above those that chose the shard.
+func (ix *counterIndex) home(key uint64) uint64 {
+	return (key / numShards) & uint64(len(ix.slots)-1)
+}
+
+func (ix *counterIndex) find(key uint64) *Counter {
+	mask := uint64(len(ix.slots) - 1)
+	// At most half the slots are used, so the probe meets an empty one.
+	for i := ix.home(key); ; i = (i + 1) & mask {
+		c := ix.slots[i].Load()
+		if c == nil || c.key == key {
+			return c
+		}
+	}
+}
+
+// add puts c in the first free slot of its probe; the shard is locked and c is new.
+func (ix *counterIndex) add(c *Counter) {
+	mask := uint64(len(ix.slots) - 1)
+	i := ix.home(c.key)
+	for ix.slots[i].Load() != nil {
+		i = (i + 1) & mask
+	}
+	ix.slots[i].Store(c)
+	ix.used++
+}
+
+// indexAdd adds c, new in s.m, to s's index; s is locked.
+func (s *shard) indexAdd(c *Counter) {
+	if ix := s.index.Load(); (ix.used+1)*2 <= len(ix.slots) {
+		ix.add(c)
+		return
+	}
+	s.index.Store(newCounterIndex(s.m)) // m has c already
 }
 
 // Counter is the state of one quota key: a policy, a dimension and a subject (an API,
@@ -160,6 +227,7 @@ func New(cfg Config) (*Limiter, error) {
 	l.nodeID = binary.LittleEndian.Uint64(b[:]) | 1
 	for i := range l.shards {
 		l.shards[i].m = map[uint64]*Counter{}
+		l.shards[i].index.Store(newCounterIndex(nil))
 	}
 	empty := map[string]*compiledPolicy{}
 	l.policies.Store(&empty)
@@ -284,11 +352,7 @@ func keyHash(policy string, w Window, d Dimension, subject, scope string) uint64
 }
 
 func (l *Limiter) lookup(key uint64) *Counter {
-	s := &l.shards[key%numShards]
-	s.mu.RLock()
-	c := s.m[key]
-	s.mu.RUnlock()
-	return c
+	return l.shards[key%numShards].index.Load().find(key)
 }
 
 func (l *Limiter) create(key uint64, w Window) *Counter {
@@ -300,6 +364,7 @@ func (l *Limiter) create(key uint64, w Window) *Counter {
 	}
 	c := &Counter{key: key, win: w}
 	s.m[key] = c
+	s.indexAdd(c)
 	l.keys.Add(1)
 	return c
 }
@@ -785,6 +850,7 @@ func (l *Limiter) sweep(now time.Time) {
 	for i := range l.shards {
 		sh := &l.shards[i]
 		sh.mu.Lock()
+		deleted := false
 		for k, c := range sh.m {
 			s := c.cur.Load()
 			if s != nil && s.idx >= c.win.index(t)-1 || c.dirtyF.Load() {
@@ -795,6 +861,10 @@ func (l *Limiter) sweep(now time.Time) {
 			}
 			delete(sh.m, k)
 			l.keys.Add(-1)
+			deleted = true
+		}
+		if deleted {
+			sh.index.Store(newCounterIndex(sh.m))
 		}
 		sh.mu.Unlock()
 	}
