@@ -392,8 +392,9 @@ func waitUntilTrue(t *testing.T, d time.Duration, what string, cond func() bool)
 	}
 }
 
-// TestWorkersPinnedToCPUs: each worker, every thread of it, runs on a CPU of its own
-// (on a machine with two), and the node itself is not pinned.
+// TestWorkersPinnedToCPUs: with one worker per CPU the node may use (two to four),
+// each worker, every thread of it, runs on a CPU of its own, and the node itself is
+// not pinned.
 func TestWorkersPinnedToCPUs(t *testing.T) {
 	var allowed unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &allowed); err != nil {

@@ -118,8 +118,9 @@ func workerCommand() *cobra.Command {
 
 // defaultWorkers is --workers unless set: a worker per CPU the runtime may use
 // (GOMAXPROCS, which follows a container's CPU limit), as nginx's worker_processes
-// auto does; it measured 1.27–1.35x nginx's CPU per request against 1.34–1.63x in
-// one process (README, "Where we stand against the gate"). On one CPU a worker
+// auto does; under the bench's full scenario it measured 1.27–1.38x nginx's CPU per
+// request against 1.33–1.63x in one process, and p99 within 0.5 ms of nginx's
+// against 1.2–1.6 ms above (README, "Where we stand against the gate"). On one CPU a worker
 // would only add the hop between it and the node, so the node serves itself.
 func defaultWorkers() int {
 	if n := runtime.GOMAXPROCS(0); n > 1 {
