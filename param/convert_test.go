@@ -1,6 +1,7 @@
 package param
 
 import (
+	"net/http"
 	"reflect"
 	"strings"
 	"testing"
@@ -355,6 +356,60 @@ func TestStandardHeader(t *testing.T) {
 		if StandardHeader([]byte(h)) {
 			t.Errorf("%s should be dropped", h)
 		}
+	}
+	// Every listed name and prefix, in any case, and its near misses.
+	for name := range standardHeaders {
+		for _, h := range []string{name, strings.ToUpper(name), http.CanonicalHeaderKey(name)} {
+			if !StandardHeader([]byte(h)) {
+				t.Errorf("%s should pass", h)
+			}
+			if StandardHeader([]byte(h[:len(h)-1])) && !isStandardSpelled(h[:len(h)-1]) {
+				t.Errorf("%s (a prefix of %s) should be dropped", h[:len(h)-1], name)
+			}
+			if StandardHeader([]byte(h+"x")) && !isStandardSpelled(h+"x") {
+				t.Errorf("%sx should be dropped", h)
+			}
+		}
+	}
+	for _, p := range standardPrefixes {
+		if StandardHeader([]byte(p)) {
+			t.Errorf("%s alone should be dropped", p)
+		}
+		if !StandardHeader([]byte(strings.ToUpper(p) + "X")) {
+			t.Errorf("%sX should pass", strings.ToUpper(p))
+		}
+	}
+}
+
+// isStandardSpelled is StandardHeader's definition, spelled out: a listed name or a
+// longer name in a listed family, in any case.
+func isStandardSpelled(h string) bool {
+	low := strings.ToLower(h)
+	if _, ok := standardHeaders[low]; ok {
+		return true
+	}
+	for _, p := range standardPrefixes {
+		if len(low) > len(p) && strings.HasPrefix(low, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func BenchmarkStandardHeader(b *testing.B) {
+	names := [][]byte{[]byte("Host"), []byte("User-Agent"), []byte("Accept"), []byte("X-Ca-Key"), []byte("X-Ca-Signature"),
+		[]byte("X-Ca-Timestamp"), []byte("X-Ca-Nonce"), []byte("Content-Type"), []byte("X-Token"), []byte("X-Custom-Thing")}
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		for _, h := range names {
+			if StandardHeader(h) {
+				n++
+			}
+		}
+	}
+	if n == 0 {
+		b.Fatal("no name passed")
 	}
 }
 

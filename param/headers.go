@@ -47,29 +47,39 @@ var standardPrefixes = [...]string{
 	"accept-", "content-", "if-", "x-forwarded-", "x-ca-", "sec-", "access-control-request-",
 }
 
+// standardByFirst lists, by a name's first byte (lower-cased), the standard names and
+// prefixes it may match: StandardHeader runs for every header of every request to an
+// API with declared parameters, and a handful of length checks and byte comparisons
+// cost less than lower-casing the name and hashing it for the map.
+var standardByFirst = func() (t [256][]standardName) {
+	for name := range standardHeaders {
+		t[name[0]] = append(t[name[0]], standardName{name: name})
+	}
+	for _, p := range standardPrefixes {
+		t[p[0]] = append(t[p[0]], standardName{name: p, prefix: true})
+	}
+	return t
+}()
+
+type standardName struct {
+	name   string // lower-case
+	prefix bool   // a family: names longer than name that start with it
+}
+
 // StandardHeader reports whether a header (any case) passes to the backend of an API
 // that declares parameters without declaring it. It does not allocate.
-//
-// The prefixes are tried first: they are a few byte comparisons, and on a signed call
-// most headers are X-Ca-*, which the map would miss.
 func StandardHeader(name []byte) bool {
 	if len(name) == 0 {
 		return false
 	}
-	first := lower(name[0])
-	for _, p := range standardPrefixes {
-		if p[0] == first && len(name) > len(p) && bytesEqualFold(name[:len(p)], p) {
+	for _, c := range standardByFirst[lower(name[0])] {
+		if c.prefix {
+			if len(name) > len(c.name) && bytesEqualFold(name[:len(c.name)], c.name) {
+				return true
+			}
+		} else if bytesEqualFold(name, c.name) {
 			return true
 		}
 	}
-	var buf [32]byte
-	if len(name) > len(buf) {
-		return false
-	}
-	low := buf[:len(name)]
-	for i, c := range name {
-		low[i] = lower(c)
-	}
-	_, ok := standardHeaders[string(low)]
-	return ok
+	return false
 }
