@@ -74,10 +74,16 @@ func (k *BackendKey) Sign(req *fasthttp.Request, headers []string, sc *Scratch) 
 		b = append(b, '\n')
 	}
 	// The path as fasthttp will write it, decoded: what a backend reads as its path
-	// whatever escaping the wire used.
-	path := req.URI().RequestURI()
-	if i := bytes.IndexByte(path, '?'); i >= 0 {
-		path = path[:i]
+	// whatever escaping the wire used. Written verbatim, it is the path as set; the
+	// request URI would also serialize the query again, only to be cut off here.
+	var path []byte
+	if u := req.URI(); u.DisablePathNormalizing {
+		path = u.PathOriginal()
+	} else {
+		path = u.RequestURI()
+		if i := bytes.IndexByte(path, '?'); i >= 0 {
+			path = path[:i]
+		}
 	}
 	sc.sts = appendPathAndParameters(b, req, x, path, true)
 

@@ -115,7 +115,10 @@ func TestBackendSignature(t *testing.T) {
 	}))
 	defer srv.Close()
 	addr := strings.TrimPrefix(srv.URL, "http://")
-	client := &fasthttp.HostClient{Addr: addr}
+	clients := map[bool]*fasthttp.HostClient{ // fasthttp's client sets the URI's normalizing to its own
+		false: {Addr: addr},
+		true:  {Addr: addr, DisablePathNormalizing: true},
+	}
 
 	cases := []struct {
 		name, method, uri, ct, body string
@@ -127,47 +130,53 @@ func TestBackendSignature(t *testing.T) {
 		{name: "form", method: "POST", uri: "/login?src=app", ct: "application/x-www-form-urlencoded", body: "user=ann+lee&pin=1234&e=", key: "DemoKey2"},
 		{name: "delete with body not md5'd", method: "DELETE", uri: "/orders/7", ct: "application/json", body: "{}", key: "DemoKey1"},
 		{name: "escaped utf-8 path, repeated keys", method: "GET", uri: "/v2/S%C3%A3o%20Paulo?a=1&a=2&b=%E5%8C%97", key: "DemoKey1"},
+		{name: "escaped slash and dots", method: "GET", uri: "/v2/a%2Fb/x/..%2Fc?q=%2F", key: "DemoKey2"},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			req := fasthttp.AcquireRequest()
-			defer fasthttp.ReleaseRequest(req)
-			resp := fasthttp.AcquireResponse()
-			defer fasthttp.ReleaseResponse(resp)
-			req.SetRequestURI("http://" + addr + c.uri)
-			req.Header.SetMethod(c.method)
-			if c.ct != "" {
-				req.Header.SetContentType(c.ct)
-			}
-			req.SetBodyString(c.body)
-			req.Header.Set("X-Ca-Request-Id", "req-1")
-			req.Header.Set("X-Ca-Key", "203752345")
-			req.Header.Set("X-Days", "3")
-			req.Header.Set("X-Source", "not signed")
-			req.Header.Set(HeaderProxySignature, "forged by the client") // must be replaced
+	// The gateway sends paths verbatim (DisablePathNormalizing), Sign reads the path as
+	// set then; a normalizing client writes it escaped again from the decoded path.
+	for _, verbatim := range []bool{false, true} {
+		for _, c := range cases {
+			t.Run(fmt.Sprintf("%s verbatim=%v", c.name, verbatim), func(t *testing.T) {
+				req := fasthttp.AcquireRequest()
+				defer fasthttp.ReleaseRequest(req)
+				resp := fasthttp.AcquireResponse()
+				defer fasthttp.ReleaseResponse(resp)
+				req.SetRequestURI("http://" + addr + c.uri)
+				req.URI().DisablePathNormalizing = verbatim
+				req.Header.SetMethod(c.method)
+				if c.ct != "" {
+					req.Header.SetContentType(c.ct)
+				}
+				req.SetBodyString(c.body)
+				req.Header.Set("X-Ca-Request-Id", "req-1")
+				req.Header.Set("X-Ca-Key", "203752345")
+				req.Header.Set("X-Days", "3")
+				req.Header.Set("X-Source", "not signed")
+				req.Header.Set(HeaderProxySignature, "forged by the client") // must be replaced
 
-			var sc Scratch
-			NewBackendKey(c.key, secrets[c.key]).Sign(req, extra, &sc)
-			if err := client.DoTimeout(req, resp, 5*time.Second); err != nil {
-				t.Fatal(err)
-			}
-			res := <-results
-			if res.indep != nil {
-				t.Errorf("independent check: %v\nours %q", res.indep, sc.StringToSign())
-			}
-			if res.sts != string(sc.StringToSign()) {
-				t.Errorf("string-to-sign\nours  %q\nindep %q", sc.StringToSign(), res.sts)
-			}
-			if res.ours != nil {
-				t.Errorf("VerifyBackendRequest: %v", res.ours)
-			}
-			if res.body != c.body {
-				t.Errorf("handler read body %q after verification, want %q", res.body, c.body)
-			}
-			if resp.StatusCode() != 200 {
-				t.Errorf("status %d", resp.StatusCode())
-			}
-		})
+				var sc Scratch
+				NewBackendKey(c.key, secrets[c.key]).Sign(req, extra, &sc)
+				if err := clients[verbatim].DoTimeout(req, resp, 5*time.Second); err != nil {
+					t.Fatal(err)
+				}
+				res := <-results
+				if res.indep != nil {
+					t.Errorf("independent check: %v\nours %q", res.indep, sc.StringToSign())
+				}
+				if res.sts != string(sc.StringToSign()) {
+					t.Errorf("string-to-sign\nours  %q\nindep %q", sc.StringToSign(), res.sts)
+				}
+				if res.ours != nil {
+					t.Errorf("VerifyBackendRequest: %v", res.ours)
+				}
+				if res.body != c.body {
+					t.Errorf("handler read body %q after verification, want %q", res.body, c.body)
+				}
+				if resp.StatusCode() != 200 {
+					t.Errorf("status %d", resp.StatusCode())
+				}
+			})
+		}
 	}
 }
 

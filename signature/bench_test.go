@@ -140,6 +140,7 @@ func BenchmarkLocalNonceStoreParallel(b *testing.B) {
 func BenchmarkBackendSignFull(b *testing.B) {
 	req := new(fasthttp.Request)
 	req.SetRequestURI("http://127.0.0.1:9001/json?days=5&unit=c&lang=en")
+	req.URI().DisablePathNormalizing = true // as the gateway sends it
 	for _, kv := range [][2]string{
 		{"User-Agent", "tollgate-bench"}, {"Accept", "application/json"}, {"X-Trace", "bench"},
 		{"X-Ca-Key", "204000001"}, {"X-Ca-Timestamp", "1795919468627"},
