@@ -568,13 +568,27 @@ func (c *Call) appendXFF(req *fasthttp.Request) {
 		b = append(b, prior...)
 		b = append(b, commaSpace...)
 	}
-	// RemoteIP is the TCP peer (0.0.0.0 for in-memory listeners); netip formats it
-	// without allocating, unlike net.IP.String.
-	if ip, ok := netip.AddrFromSlice(c.Ctx.RemoteIP()); ok {
-		b = ip.Unmap().AppendTo(b)
+	// A plain connection keeps its peer formatted: every request on it appends the
+	// same address.
+	if fc, ok := c.Ctx.Conn().(*fastConn); ok {
+		if fc.peerIP == nil {
+			fc.peerIP = appendPeerIP(make([]byte, 0, len("255.255.255.255")), c.Ctx)
+		}
+		b = append(b, fc.peerIP...)
+	} else {
+		b = appendPeerIP(b, c.Ctx)
 	}
 	req.Header.SetCanonical(hdrXFF, b)
 	c.conn = b
+}
+
+// appendPeerIP appends the TCP peer's address (0.0.0.0 for in-memory listeners);
+// netip formats it without allocating, unlike net.IP.String.
+func appendPeerIP(b []byte, ctx *fasthttp.RequestCtx) []byte {
+	if ip, ok := netip.AddrFromSlice(ctx.RemoteIP()); ok {
+		b = ip.Unmap().AppendTo(b)
+	}
+	return b
 }
 
 // client returns the shared backendClient for a backend, creating it on first use. Called

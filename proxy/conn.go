@@ -47,6 +47,7 @@ type fastConn struct {
 	net.Conn
 	rd, wd lazyDeadline
 	raw    *rawIO // nil: net.Conn's own Read and Write
+	peerIP []byte // the client's address as X-Forwarded-For has it, once a request used it
 }
 
 // deadlineSlack is how late a deadline may fire. Timeouts of the data plane are

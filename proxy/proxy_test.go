@@ -639,3 +639,31 @@ func TestUpdateReusesCompiledVersions(t *testing.T) {
 		t.Errorf("a new version must be compiled: %+v", r3)
 	}
 }
+
+// TestForwardedForOnOneConnection: a connection keeps its peer's address formatted;
+// each request on it gets that address after what it sent itself, never after what
+// an earlier request on the connection sent.
+func TestForwardedForOnOneConnection(t *testing.T) {
+	addr, got := recordingBackend(t, nil)
+	st := newStateOf().api("xff", "x", httpDef("GET", "/x", "http://"+addr, ""), fsm.StageRelease)
+	g := startProxy(t, Config{}, st.s)
+	for _, prior := range []string{"203.0.113.7", "", "198.51.100.1, 203.0.113.9", ""} {
+		var hdrs []string
+		want := "127.0.0.1"
+		if prior != "" {
+			hdrs = []string{"X-Forwarded-For", prior}
+			want = prior + ", 127.0.0.1"
+		}
+		if r := g.call(t, "GET", "xff.localhost", "/x", nil, hdrs...); r.status != 200 {
+			t.Fatalf("status %d %q", r.status, r.body)
+		}
+		select {
+		case b := <-got:
+			if b.hdr["X-Forwarded-For"] != want {
+				t.Errorf("after %q: X-Forwarded-For %q, want %q", prior, b.hdr["X-Forwarded-For"], want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("backend saw nothing")
+		}
+	}
+}
