@@ -164,6 +164,11 @@ type Gossip struct {
 	metaMu sync.Mutex
 	meta   []byte
 
+	introducing atomic.Bool // an Introduce exchange is running
+	introMu     sync.Mutex  // orders Introduce's start with Shutdown
+	introShut   bool
+	introWG     sync.WaitGroup
+
 	closeOnce sync.Once
 }
 
@@ -345,10 +350,41 @@ func (g *Gossip) onInternal(msg []byte) {
 func (g *Gossip) Shutdown() error {
 	var err error
 	g.closeOnce.Do(func() {
+		g.introMu.Lock()
+		g.introShut = true
+		g.introMu.Unlock()
 		err = g.ml.Shutdown()
+		g.introWG.Wait()
 		g.events.close()
 	})
 	return err
+}
+
+// Introduce exchanges state with the named live member directly, as a join does (a
+// push/pull both ways: membership and every channel's state), in the background. It
+// is for a member this node lists that does not list it: memberlist spreads a join by
+// lossy gossip and otherwise heals a missed one only at the next periodic exchange.
+// One exchange runs at a time; a call while one runs is dropped (the caller repeats).
+func (g *Gossip) Introduce(name string) {
+	g.mu.Lock()
+	m, ok := g.table[name]
+	g.mu.Unlock()
+	if !ok || m.State != MemberAlive || name == g.name || !g.introducing.CompareAndSwap(false, true) {
+		return
+	}
+	g.introMu.Lock()
+	defer g.introMu.Unlock()
+	if g.introShut {
+		return
+	}
+	g.introWG.Add(1)
+	go func() {
+		defer g.introWG.Done()
+		defer g.introducing.Store(false)
+		// By address alone: memberlist would read a name's "/" (workers have one)
+		// as the end of a "name/address" prefix.
+		_, _ = g.ml.Join([]string{m.Addr})
+	}()
 }
 
 // OnEvent sets the handler that receives membership events, in order, on one goroutine
@@ -480,6 +516,16 @@ type View struct {
 
 // View returns the members of roles as a transport of their own.
 func (g *Gossip) View(roles ...string) *View { return &View{g: g, roles: roles} }
+
+// Introduce is Gossip.Introduce, for a member of the view's roles.
+func (v *View) Introduce(name string) {
+	v.g.mu.Lock()
+	m, ok := v.g.table[name]
+	v.g.mu.Unlock()
+	if ok && v.has(m.Meta.Role) {
+		v.g.Introduce(name)
+	}
+}
 
 func (v *View) has(role string) bool { return slices.Contains(v.roles, role) }
 

@@ -193,6 +193,9 @@ func parseWorkerName(name, prefix string) (slot, pid int, ok bool) {
 	return slot, pid, err1 == nil && err2 == nil
 }
 
+// Introduce asks a member over gossip to exchange state (see ratelimit.Introducer).
+func (t *meshTransport) Introduce(name string) { t.view.Introduce(name) }
+
 func (t *meshTransport) SendToAll(channel byte, msg []byte) error {
 	t.sendMu.Lock()
 	for to := range t.mesh.n {

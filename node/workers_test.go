@@ -461,6 +461,7 @@ func TestRestartedWorkerLearnsTheClusterCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.WaitApplied(res.Index, 10*time.Second)
+	waitServedUp(t, c)
 	admitted := 0
 	call := func(addr string) int {
 		st, code, _ := signedCall(t, addr)

@@ -478,3 +478,90 @@ func TestClusterMembersChangedSplitsTheNextWindow(t *testing.T) {
 		}
 	}
 }
+
+// unawareTransport is gossip that missed a member's join: until a join's state exchange
+// reaches it, it neither lists the member nor sends to it. memberlist spreads a join
+// by lossy gossip and heals a missed one only by such an exchange (a join, or the
+// periodic one every 10 s); seen under load with workers joining as another node did.
+type unawareTransport struct {
+	*cluster.Gossip
+	view   *cluster.View
+	hidden string
+	healed atomic.Bool
+}
+
+func (u *unawareTransport) MemberNames() []string {
+	names := u.Gossip.MemberNames()
+	if u.healed.Load() {
+		return names
+	}
+	return slices.DeleteFunc(names, func(n string) bool { return n == u.hidden })
+}
+
+func (u *unawareTransport) SendToAll(ch byte, msg []byte) error {
+	if u.healed.Load() {
+		return u.Gossip.SendToAll(ch, msg)
+	}
+	return u.view.SendToAllBut(ch, msg, func(n string) bool { return n == u.hidden })
+}
+
+func (u *unawareTransport) Register(ch byte, onMsg func([]byte), local func(bool) []byte, merge func([]byte, bool)) error {
+	return u.Gossip.Register(ch, onMsg, local, func(buf []byte, join bool) {
+		if join {
+			u.healed.Store(true)
+		}
+		merge(buf, join)
+	})
+}
+
+// TestClusterSilentMemberIsIntroduced: c lists b, but b missed c's join, so b sends c
+// nothing, and c's refills, which wait for every live member's acknowledgement, would
+// wait until the periodic state exchange. c, hearing nothing from b for a second,
+// exchanges state with it directly; b lists c, and c spends the rest of the quota.
+func TestClusterSilentMemberIsIntroduced(t *testing.T) {
+	a := startNode(t, "a", "")
+	g, err := cluster.NewGossip(cluster.GossipConfig{NodeName: "b", BindAddr: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = g.Shutdown() })
+	tr := &unawareTransport{Gossip: g, view: g.View(""), hidden: "c"}
+	b, err := ratelimit.New(ratelimit.Config{Transport: tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SetPolicies(testPolicies); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Join([]string{a.g.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	tr.healed.Store(false) // b's own join exchange is over: from now on it misses c's
+	b.Start()
+	t.Cleanup(b.Close)
+	c := startNode(t, "c", a.g.Addr())
+	waitUntil(t, 5*time.Second, "every gossip to list three members", func() bool {
+		return a.g.NumMembers() == 3 && g.NumMembers() == 3 && c.g.NumMembers() == 3
+	})
+	if tr.healed.Load() {
+		t.Fatal("b took part in a join exchange after its own: it cannot miss c's join")
+	}
+
+	const limit = 200 // app web
+	h := c.l.Handle("basic", ratelimit.DimApp, "web", false)
+	admitted, start := 0, time.Now()
+	for i := 0; admitted < limit && i < 20000 && time.Since(start) < 5*time.Second; i++ {
+		if ok, _ := c.l.Allow(h, time.Now()); ok {
+			admitted++
+		} else {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	t.Logf("c admitted %d of %d in %v", admitted, limit, time.Since(start).Round(time.Millisecond))
+	if admitted != limit {
+		t.Fatalf("c admitted %d of %d in 5 s: its refills waited for b, which does not list it", admitted, limit)
+	}
+	if !tr.healed.Load() {
+		t.Fatal("c spent the quota, but not after a join exchange with b")
+	}
+}

@@ -36,6 +36,10 @@
 //  3. A node refills only when its budget is spent and every live peer has
 //     acknowledged the batch carrying its previous ceiling (batches carry sequence
 //     numbers and per-peer acknowledgements; one goes out every flush, F = 5 ms).
+//     A live peer that sends nothing for a second may have missed this node's join
+//     (gossip is lossy): the node exchanges state with it directly (Introducer), so
+//     that peer lists it, rather than wait for the periodic exchange. A peer that
+//     restarts under its name has a new id, and its sequences count from 1 again.
 //  4. An arriving count or ceiling cuts the budget to what the view leaves free.
 //  5. A node refused for want of budget while calls remain flags the key; a peer that
 //     holds an idle budget on it releases the budget (lowers its ceiling).

@@ -54,6 +54,9 @@ type Limiter struct {
 	liveIDs atomic.Pointer[map[uint64]bool] // node ids of live peers
 
 	held map[*Counter]*holdState // flusher-only: counters with a budget left
+	// silent: flusher-only: live members not heard from, and when to introduce
+	// this node to them (see introduceToSilent).
+	silent map[string]time.Time
 
 	startOnce, closeOnce sync.Once
 	stop, done           chan struct{}
@@ -193,8 +196,9 @@ type holdState struct {
 
 type peerState struct {
 	id       uint64
-	theirSeq int64 // highest sequence received from the peer
-	acked    int64 // highest of our sequences the peer says it received
+	theirSeq int64     // highest sequence received from the peer
+	acked    int64     // highest of our sequences the peer says it received
+	heard    time.Time // when its last batch came
 }
 
 // peerCount is one peer's state for a key and window: its count (merged by max) and
@@ -219,7 +223,7 @@ func New(cfg Config) (*Limiter, error) {
 		cfg.FlushInterval = 5 * time.Millisecond
 	}
 	l := &Limiter{cfg: cfg, stop: make(chan struct{}), done: make(chan struct{}), pace: newFlushLoop(), peers: map[string]*peerState{},
-		held: map[*Counter]*holdState{}}
+		held: map[*Counter]*holdState{}, silent: map[string]time.Time{}}
 	noLive := map[uint64]bool{}
 	l.liveIDs.Store(&noLive)
 	var b [8]byte
@@ -585,9 +589,11 @@ func (l *Limiter) MembersChanged() {
 	l.pace.poke()
 }
 
-func (l *Limiter) refreshMembers() {
+// refreshMembers reads the live members and what they acknowledged. It returns the
+// names, or nil when this node acts alone.
+func (l *Limiter) refreshMembers() []string {
 	if l.cfg.Transport == nil {
-		return
+		return nil
 	}
 	names := l.cfg.Transport.MemberNames()
 	self := l.cfg.Transport.LocalName()
@@ -595,7 +601,7 @@ func (l *Limiter) refreshMembers() {
 	if i < 0 { // not in its own list (shutting down): act alone
 		l.liveN.Store(1)
 		l.selfIdx.Store(0)
-		return
+		return nil
 	}
 	l.liveN.Store(int64(len(names)))
 	l.selfIdx.Store(int64(i))
@@ -616,6 +622,51 @@ func (l *Limiter) refreshMembers() {
 	l.peersMu.Unlock()
 	l.liveIDs.Store(&live)
 	l.minAck.Store(minAck)
+	return names
+}
+
+// silentAfter is how long a live member may send nothing before this node asks it to
+// exchange state directly. A member that lists this node sends a batch every flush.
+const silentAfter = time.Second
+
+// introduceToSilent asks every live member that has sent nothing for silentAfter to
+// exchange state with this node directly (see Introducer), at most once per
+// silentAfter each. Membership gossip is lossy: a member that missed this node's join
+// lists it only at its next periodic state exchange, and until then sends it nothing,
+// so every refill here, which waits for its acknowledgement, waits with it (seen: ten
+// seconds of refused calls under a 20-second quota's first third). Flusher only.
+func (l *Limiter) introduceToSilent(names []string, now time.Time) {
+	intro, ok := l.cfg.Transport.(Introducer)
+	if !ok {
+		return
+	}
+	self := l.name
+	l.peersMu.Lock()
+	for _, name := range names {
+		if name == self {
+			continue
+		}
+		if p := l.peers[name]; p != nil && now.Sub(p.heard) < silentAfter {
+			delete(l.silent, name)
+			continue
+		}
+		due, seen := l.silent[name]
+		switch {
+		case !seen: // just listed: it may still be starting
+			l.silent[name] = now.Add(silentAfter)
+		case !now.Before(due):
+			intro.Introduce(name)
+			l.silent[name] = now.Add(silentAfter)
+		}
+	}
+	l.peersMu.Unlock()
+	if len(l.silent) > 0 {
+		for name := range l.silent {
+			if !slices.Contains(names, name) {
+				delete(l.silent, name)
+			}
+		}
+	}
 }
 
 // maxPacket keeps a batch inside one UDP packet (see cluster.Gossip).
@@ -627,7 +678,10 @@ const maxPacket = 1150
 // looked at.
 func (l *Limiter) flush() (busy bool) {
 	tick := l.tick.Add(1)
-	l.refreshMembers()
+	now := l.cfg.Clock()
+	if names := l.refreshMembers(); len(names) > 1 {
+		l.introduceToSilent(names, now)
+	}
 	minAck := l.minAck.Load()
 	head := l.dirty.Swap(nil)
 	out := l.countsHeader(l.out[:0])
@@ -691,7 +745,7 @@ func (l *Limiter) flush() (busy bool) {
 		l.report(c, s)
 		c = next
 	}
-	out = l.release(tick, l.cfg.Clock().Unix(), out)
+	out = l.release(tick, now.Unix(), out)
 	// A batch goes out every flush, entries or not: it carries our acknowledgements.
 	if len(out) > hdr || l.cfg.Transport != nil && l.liveN.Load() > 1 {
 		l.send(out)
@@ -702,7 +756,7 @@ func (l *Limiter) flush() (busy bool) {
 	}
 	l.m.estError.Set(float64(maxUnsent))
 	l.m.keys.Set(float64(l.keys.Load()))
-	if now := l.cfg.Clock(); now.Sub(l.lastSweep) >= time.Second {
+	if now.Sub(l.lastSweep) >= time.Second {
 		l.lastSweep = now
 		l.sweep(now)
 	}
@@ -923,9 +977,15 @@ func (l *Limiter) onMsg(b []byte) {
 		p = &peerState{}
 		l.peers[name] = p
 	}
-	p.id = from // a restarted peer comes back under the same name with a new id
+	if p.id != from {
+		// A restarted peer comes back under the same name with a new id and counts its
+		// sequences from 1 again: what the old one sent and acknowledged is no
+		// acknowledgement from the new one, nor one we may give it.
+		p.id, p.theirSeq, p.acked = from, 0, 0
+	}
 	p.theirSeq = max(p.theirSeq, seq)
 	p.acked = max(p.acked, ack)
+	p.heard = l.cfg.Clock()
 	l.peersMu.Unlock()
 }
 

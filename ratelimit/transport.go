@@ -20,6 +20,14 @@ type Transport interface {
 	Register(channel byte, onMsg func(msg []byte), localState func(join bool) []byte, mergeState func(buf []byte, join bool)) error
 }
 
+// Introducer is a Transport that can ask a member it lists to exchange state with
+// this node directly, now (a push/pull, as on join), so that the member lists this
+// node too. The limiter calls it for a live member that has sent nothing for a while.
+// Introduce must not block: it starts the exchange and returns.
+type Introducer interface {
+	Introduce(name string)
+}
+
 // Default channels on the Transport. The node may choose others (Config.Channel).
 const (
 	ChannelCounts byte = 1
