@@ -164,8 +164,8 @@ type Gossip struct {
 	metaMu sync.Mutex
 	meta   []byte
 
-	introducing atomic.Bool // an Introduce exchange is running
-	introMu     sync.Mutex  // orders Introduce's start with Shutdown
+	introMu     sync.Mutex
+	introducing map[string]bool // members an Introduce exchange runs with
 	introShut   bool
 	introWG     sync.WaitGroup
 
@@ -364,26 +364,33 @@ func (g *Gossip) Shutdown() error {
 // push/pull both ways: membership and every channel's state), in the background. It
 // is for a member this node lists that does not list it: memberlist spreads a join by
 // lossy gossip and otherwise heals a missed one only at the next periodic exchange.
-// One exchange runs at a time; a call while one runs is dropped (the caller repeats).
+// A call while an exchange with the member runs is dropped (the caller repeats); one
+// with a member that died meanwhile may take memberlist's TCP timeout to fail.
 func (g *Gossip) Introduce(name string) {
 	g.mu.Lock()
 	m, ok := g.table[name]
 	g.mu.Unlock()
-	if !ok || m.State != MemberAlive || name == g.name || !g.introducing.CompareAndSwap(false, true) {
+	if !ok || m.State != MemberAlive || name == g.name {
 		return
 	}
 	g.introMu.Lock()
 	defer g.introMu.Unlock()
-	if g.introShut {
+	if g.introShut || g.introducing[name] {
 		return
 	}
+	if g.introducing == nil {
+		g.introducing = map[string]bool{}
+	}
+	g.introducing[name] = true
 	g.introWG.Add(1)
 	go func() {
 		defer g.introWG.Done()
-		defer g.introducing.Store(false)
 		// By address alone: memberlist would read a name's "/" (workers have one)
 		// as the end of a "name/address" prefix.
 		_, _ = g.ml.Join([]string{m.Addr})
+		g.introMu.Lock()
+		delete(g.introducing, name)
+		g.introMu.Unlock()
 	}()
 }
 

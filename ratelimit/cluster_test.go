@@ -565,3 +565,64 @@ func TestClusterSilentMemberIsIntroduced(t *testing.T) {
 		t.Fatal("c spent the quota, but not after a join exchange with b")
 	}
 }
+
+// TestClusterSilentMemberLearnsNonces: b missed c's join, so it sends c none of the
+// nonces used on it, and a replay of them on c would pass: the periodic state
+// exchange heals the membership but carries no nonces. c, whose batches b never
+// acknowledges, exchanges state with b directly, as a join does: c learns b's nonces,
+// and b lists c from then on.
+func TestClusterSilentMemberLearnsNonces(t *testing.T) {
+	// Nonce stores only: a limiter would introduce itself to a silent member too (and
+	// any join exchange with b heals it here, as one with a member that knows c does).
+	newGossip := func(name string) *cluster.Gossip {
+		g, err := cluster.NewGossip(cluster.GossipConfig{NodeName: name, BindAddr: "127.0.0.1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = g.Shutdown() })
+		return g
+	}
+	nonceStore := func(tr ratelimit.Transport, g *cluster.Gossip, join string, joined func()) *ratelimit.NonceStore {
+		ns, err := ratelimit.NewNonceStore(ratelimit.NonceConfig{Transport: tr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if join != "" {
+			if _, err := g.Join([]string{join}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		joined()
+		ns.Start()
+		t.Cleanup(ns.Close)
+		return ns
+	}
+	ga := newGossip("a")
+	nonceStore(ga, ga, "", func() {})
+	gb := newGossip("b")
+	tr := &unawareTransport{Gossip: gb, view: gb.View(""), hidden: "c"}
+	b := nonceStore(tr, gb, ga.Addr(), func() { tr.healed.Store(false) })
+	gc := newGossip("c")
+	c := nonceStore(gc, gc, ga.Addr(), func() {})
+	waitUntil(t, 5*time.Second, "every gossip to list three members", func() bool {
+		return ga.NumMembers() == 3 && gb.NumMembers() == 3 && gc.NumMembers() == 3
+	})
+
+	usedOnB := []byte("5d1e2f3a-0000-4b7c-8d9e-b0b0b0b0b0b0")
+	if !b.Use(usedOnB, time.Now()) {
+		t.Fatal("b refused a fresh nonce")
+	}
+	time.Sleep(50 * time.Millisecond) // b's batches go out, to a only
+	if c.Seen(usedOnB, time.Now()) {
+		t.Fatal("c knows b's nonce: b did not miss c's join")
+	}
+	if !c.Use([]byte("5d1e2f3a-0000-4b7c-8d9e-c0c0c0c0c0c0"), time.Now()) { // c's own traffic
+		t.Fatal("c refused a fresh nonce")
+	}
+	waitUntil(t, 5*time.Second, "b's nonce on c", func() bool { return c.Seen(usedOnB, time.Now()) })
+	if c.Use(usedOnB, time.Now()) {
+		t.Fatal("b's nonce replayed on c")
+	}
+	// b merges c's state after it sent its own: the exchange may not be over yet.
+	waitUntil(t, time.Second, "b to merge c's state, as a join's exchange does", tr.healed.Load)
+}

@@ -102,5 +102,8 @@
 // p99 5–11 ms on 3 loopback nodes on a shared 2-core machine, without the race
 // detector (TestClusterNonceReplayRefusedOnOtherNodes). Memory
 // is bounded by MaxEntries (refusing when full, ~64 B per nonce); a joining node
-// receives all live nonces in the push/pull on join.
+// receives all live nonces in the push/pull on join. A member that has not
+// acknowledged a batch for a second may have missed this node's join, and send it
+// none of its own nonces (the periodic push/pull heals membership but carries no
+// nonces): the node exchanges state with it as a join does (Introducer).
 package ratelimit

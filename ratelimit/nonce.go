@@ -75,6 +75,8 @@ type NonceStore struct {
 	acked   map[string]int64      // per peer: our highest sequence it has all of
 	recv    map[string]*recvState // per peer: what we have of its sequence
 	ackNew  bool                  // something arrived since our last message
+	// introDue: flusher-only: when a silent member may be introduced to again.
+	introDue map[string]time.Time
 
 	used, refused, overflow prometheus.CounterFunc
 	entries                 prometheus.GaugeFunc
@@ -116,9 +118,10 @@ type nonceShard struct {
 }
 
 type nonceBatch struct {
-	seq      int64
-	digests  []byte
-	lastSent time.Time
+	seq       int64
+	digests   []byte
+	firstSent time.Time
+	lastSent  time.Time
 }
 
 type recvState struct {
@@ -146,7 +149,7 @@ func NewNonceStore(cfg NonceConfig) (*NonceStore, error) {
 	}
 	s := &NonceStore{cfg: cfg,
 		stop: make(chan struct{}), done: make(chan struct{}), pace: newFlushLoop(),
-		acked: map[string]int64{}, recv: map[string]*recvState{}}
+		acked: map[string]int64{}, recv: map[string]*recvState{}, introDue: map[string]time.Time{}}
 	var rb [8]byte
 	_, _ = rand.Read(rb[:])
 	s.inc = binary.LittleEndian.Uint64(rb[:])
@@ -458,10 +461,14 @@ func (s *NonceStore) flush() (busy bool) {
 		if !b.lastSent.IsZero() && now.Sub(b.lastSent) < resendAfter {
 			continue
 		}
+		if b.lastSent.IsZero() {
+			b.firstSent = now
+		}
 		b.lastSent = now
 		s.send(b.seq, b.digests)
 		sent = true
 	}
+	s.introduceToSilent(members, now)
 	s.ackMu.Lock()
 	ackNew := s.ackNew
 	s.ackMu.Unlock()
@@ -472,6 +479,36 @@ func (s *NonceStore) flush() (busy bool) {
 	// there are peers to send them to, it keeps its pace.
 	polling := s.shm != nil && !alone
 	return len(fresh) > 0 || len(s.unacked) > 0 || sent || ackNew || polling
+}
+
+// introduceToSilent asks the live members that have not acknowledged a batch first
+// sent silentAfter ago to exchange state with this node directly (see Introducer),
+// at most once per silentAfter each. One that missed this node's join (gossip is
+// lossy) sends it nothing, acknowledgements included, and the nonces used on it stay
+// unknown here until the periodic state exchange: replays of them would pass.
+// Flusher only.
+func (s *NonceStore) introduceToSilent(members []string, now time.Time) {
+	intro, ok := s.cfg.Transport.(Introducer)
+	if !ok || len(s.unacked) == 0 || s.unacked[0].firstSent.IsZero() || now.Sub(s.unacked[0].firstSent) < silentAfter {
+		return
+	}
+	oldest := s.unacked[0].seq
+	s.ackMu.Lock()
+	defer s.ackMu.Unlock()
+	for _, m := range members {
+		if m == s.name || s.acked[m] >= oldest || now.Before(s.introDue[m]) {
+			continue
+		}
+		intro.Introduce(m)
+		s.introDue[m] = now.Add(silentAfter)
+	}
+	if len(s.introDue) > 2*len(members)+8 { // members that went
+		for m := range s.introDue {
+			if !slices.Contains(members, m) {
+				delete(s.introDue, m)
+			}
+		}
+	}
 }
 
 // send writes one message: version, name, incarnation, sequence (0: none), the
