@@ -53,10 +53,8 @@ type Limiter struct {
 	peers   map[string]*peerState
 	liveIDs atomic.Pointer[map[uint64]bool] // node ids of live peers
 
-	held map[*Counter]*holdState // flusher-only: counters with a budget left
-	// silent: flusher-only: live members not heard from, and when to introduce
-	// this node to them (see introduceToSilent).
-	silent map[string]time.Time
+	held   map[*Counter]*holdState // flusher-only: counters with a budget left
+	silent introductions           // flusher-only: live members not heard from
 
 	startOnce, closeOnce sync.Once
 	stop, done           chan struct{}
@@ -223,7 +221,7 @@ func New(cfg Config) (*Limiter, error) {
 		cfg.FlushInterval = 5 * time.Millisecond
 	}
 	l := &Limiter{cfg: cfg, stop: make(chan struct{}), done: make(chan struct{}), pace: newFlushLoop(), peers: map[string]*peerState{},
-		held: map[*Counter]*holdState{}, silent: map[string]time.Time{}}
+		held: map[*Counter]*holdState{}, silent: introductions{}}
 	noLive := map[uint64]bool{}
 	l.liveIDs.Store(&noLive)
 	var b [8]byte
@@ -625,16 +623,13 @@ func (l *Limiter) refreshMembers() []string {
 	return names
 }
 
-// silentAfter is how long a live member may send nothing before this node asks it to
-// exchange state directly. A member that lists this node sends a batch every flush.
-const silentAfter = time.Second
-
 // introduceToSilent asks every live member that has sent nothing for silentAfter to
-// exchange state with this node directly (see Introducer), at most once per
-// silentAfter each. Membership gossip is lossy: a member that missed this node's join
-// lists it only at its next periodic state exchange, and until then sends it nothing,
-// so every refill here, which waits for its acknowledgement, waits with it (seen: ten
-// seconds of refused calls under a 20-second quota's first third). Flusher only.
+// exchange state with this node directly (see Introducer), then again at doubling
+// gaps while it stays silent. Membership gossip is lossy: a member that missed this
+// node's join lists it only at its next periodic state exchange, and until then sends
+// it nothing, so every refill here, which waits for its acknowledgement, waits with it
+// (seen: ten seconds of refused calls under a 90-call quota's first third). Flusher
+// only.
 func (l *Limiter) introduceToSilent(names []string, now time.Time) {
 	intro, ok := l.cfg.Transport.(Introducer)
 	if !ok {
@@ -647,26 +642,16 @@ func (l *Limiter) introduceToSilent(names []string, now time.Time) {
 			continue
 		}
 		if p := l.peers[name]; p != nil && now.Sub(p.heard) < silentAfter {
-			delete(l.silent, name)
+			l.silent.heard(name)
 			continue
 		}
-		due, seen := l.silent[name]
-		switch {
-		case !seen: // just listed: it may still be starting
-			l.silent[name] = now.Add(silentAfter)
-		case !now.Before(due):
+		// Just listed, it may still be starting: the first introduction waits.
+		if l.silent.due(name, now, silentAfter) {
 			intro.Introduce(name)
-			l.silent[name] = now.Add(silentAfter)
 		}
 	}
 	l.peersMu.Unlock()
-	if len(l.silent) > 0 {
-		for name := range l.silent {
-			if !slices.Contains(names, name) {
-				delete(l.silent, name)
-			}
-		}
-	}
+	l.silent.keepOnly(names)
 }
 
 // maxPacket keeps a batch inside one UDP packet (see cluster.Gossip).

@@ -75,8 +75,7 @@ type NonceStore struct {
 	acked   map[string]int64      // per peer: our highest sequence it has all of
 	recv    map[string]*recvState // per peer: what we have of its sequence
 	ackNew  bool                  // something arrived since our last message
-	// introDue: flusher-only: when a silent member may be introduced to again.
-	introDue map[string]time.Time
+	silent  introductions         // flusher-only: members that leave batches unacknowledged
 
 	used, refused, overflow prometheus.CounterFunc
 	entries                 prometheus.GaugeFunc
@@ -149,7 +148,7 @@ func NewNonceStore(cfg NonceConfig) (*NonceStore, error) {
 	}
 	s := &NonceStore{cfg: cfg,
 		stop: make(chan struct{}), done: make(chan struct{}), pace: newFlushLoop(),
-		acked: map[string]int64{}, recv: map[string]*recvState{}, introDue: map[string]time.Time{}}
+		acked: map[string]int64{}, recv: map[string]*recvState{}, silent: introductions{}}
 	var rb [8]byte
 	_, _ = rand.Read(rb[:])
 	s.inc = binary.LittleEndian.Uint64(rb[:])
@@ -483,32 +482,38 @@ func (s *NonceStore) flush() (busy bool) {
 
 // introduceToSilent asks the live members that have not acknowledged a batch first
 // sent silentAfter ago to exchange state with this node directly (see Introducer),
-// at most once per silentAfter each. One that missed this node's join (gossip is
-// lossy) sends it nothing, acknowledgements included, and the nonces used on it stay
-// unknown here until the periodic state exchange: replays of them would pass.
-// Flusher only.
+// then again at doubling gaps while they stay silent. One that missed this node's join
+// (gossip is lossy) sends it nothing, acknowledgements included, and the nonces used
+// on it stay unknown here, the periodic state exchange carrying none: replays of them
+// would pass. Flusher only.
 func (s *NonceStore) introduceToSilent(members []string, now time.Time) {
 	intro, ok := s.cfg.Transport.(Introducer)
-	if !ok || len(s.unacked) == 0 || s.unacked[0].firstSent.IsZero() || now.Sub(s.unacked[0].firstSent) < silentAfter {
+	if !ok {
+		return
+	}
+	if len(s.unacked) == 0 { // every member has every batch: none is silent
+		clear(s.silent)
+		return
+	}
+	if s.unacked[0].firstSent.IsZero() || now.Sub(s.unacked[0].firstSent) < silentAfter {
 		return
 	}
 	oldest := s.unacked[0].seq
 	s.ackMu.Lock()
 	defer s.ackMu.Unlock()
 	for _, m := range members {
-		if m == s.name || s.acked[m] >= oldest || now.Before(s.introDue[m]) {
+		if m == s.name {
 			continue
 		}
-		intro.Introduce(m)
-		s.introDue[m] = now.Add(silentAfter)
-	}
-	if len(s.introDue) > 2*len(members)+8 { // members that went
-		for m := range s.introDue {
-			if !slices.Contains(members, m) {
-				delete(s.introDue, m)
-			}
+		if s.acked[m] >= oldest {
+			s.silent.heard(m)
+			continue
+		}
+		if s.silent.due(m, now, 0) {
+			intro.Introduce(m)
 		}
 	}
+	s.silent.keepOnly(members)
 }
 
 // send writes one message: version, name, incarnation, sequence (0: none), the
