@@ -366,11 +366,14 @@ func (g *Gossip) Shutdown() error {
 // lossy gossip and otherwise heals a missed one only at the next periodic exchange.
 // A call while an exchange with the member runs is dropped (the caller repeats); one
 // with a member that died meanwhile may take memberlist's TCP timeout to fail.
-func (g *Gossip) Introduce(name string) {
+func (g *Gossip) Introduce(name string) { g.introduce(name, nil) }
+
+// introduce is Introduce for a member whose role is accepted (nil: any).
+func (g *Gossip) introduce(name string, role func(string) bool) {
 	g.mu.Lock()
 	m, ok := g.table[name]
 	g.mu.Unlock()
-	if !ok || m.State != MemberAlive || name == g.name {
+	if !ok || m.State != MemberAlive || name == g.name || role != nil && !role(m.Meta.Role) {
 		return
 	}
 	g.introMu.Lock()
@@ -525,14 +528,7 @@ type View struct {
 func (g *Gossip) View(roles ...string) *View { return &View{g: g, roles: roles} }
 
 // Introduce is Gossip.Introduce, for a member of the view's roles.
-func (v *View) Introduce(name string) {
-	v.g.mu.Lock()
-	m, ok := v.g.table[name]
-	v.g.mu.Unlock()
-	if ok && v.has(m.Meta.Role) {
-		v.g.Introduce(name)
-	}
-}
+func (v *View) Introduce(name string) { v.g.introduce(name, v.has) }
 
 func (v *View) has(role string) bool { return slices.Contains(v.roles, role) }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -334,5 +335,51 @@ func TestGossipViewByRole(t *testing.T) {
 	defer mu.Unlock()
 	if got["b"] != 0 || got["a"] != 0 {
 		t.Errorf("a send to the counting members reached the control or the sender: %v", got)
+	}
+}
+
+// TestGossipIntroduce: Introduce runs a join's state exchange with a live member (its
+// state merged with join set), through a view only with a member of the view's roles,
+// and with nobody once shut down.
+func TestGossipIntroduce(t *testing.T) {
+	start := func(name, role string) *Gossip {
+		g, err := NewGossip(GossipConfig{NodeName: name, BindAddr: "127.0.0.1", Meta: NodeMeta{ID: name, Role: role}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = g.Shutdown() })
+		return g
+	}
+	a, w := start("a", RoleNode), start("a/w0.1", RoleWorker)
+	var joins atomic.Int64
+	if err := w.Register(9, nil, func(bool) []byte { return []byte("w") }, func(_ []byte, join bool) {
+		if join {
+			joins.Add(1)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Register(9, nil, func(bool) []byte { return []byte("a") }, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Join([]string{a.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*time.Second, "a to list the worker", func() bool { return len(a.MemberNames()) == 2 })
+	base := joins.Load() // the worker's own join
+
+	a.View(RoleNode).Introduce("a/w0.1") // not a member of the view: nothing
+	a.Introduce("nobody")
+	time.Sleep(200 * time.Millisecond)
+	if n := joins.Load(); n != base {
+		t.Fatalf("%d exchanges with a member outside the view or unknown", n-base)
+	}
+	a.View(RoleWorker).Introduce("a/w0.1") // a name with a "/": by address
+	waitFor(t, 3*time.Second, "the introduction's exchange", func() bool { return joins.Load() == base+1 })
+	_ = a.Shutdown()
+	a.Introduce("a/w0.1")
+	time.Sleep(100 * time.Millisecond)
+	if n := joins.Load(); n != base+1 {
+		t.Fatalf("an exchange after Shutdown (%d)", n-base)
 	}
 }
