@@ -166,7 +166,7 @@ type Gossip struct {
 
 	introMu     sync.Mutex
 	introducing map[string]bool // members an Introduce exchange runs with
-	introShut   bool
+	introShut   bool            // after Leave or Shutdown
 	introWG     sync.WaitGroup
 
 	closeOnce sync.Once
@@ -290,6 +290,9 @@ func (g *Gossip) Join(addrs []string) (int, error) {
 // Leave tells the others this node is going (they see MemberLeft, not MemberDead) and
 // waits up to timeout for that to be sent. Call Shutdown afterwards.
 func (g *Gossip) Leave(timeout time.Duration) error {
+	// A member that leaves introduces itself to no one: a join's exchange from here
+	// would tell the others it is still about.
+	g.stopIntroductions()
 	// Over TCP, before the leave itself: memberlist handles its dead/leave messages
 	// ahead of user messages, so a UDP notice would arrive too late. A member that
 	// handles the leave first reports MemberDead until the notice corrects it
@@ -350,14 +353,18 @@ func (g *Gossip) onInternal(msg []byte) {
 func (g *Gossip) Shutdown() error {
 	var err error
 	g.closeOnce.Do(func() {
-		g.introMu.Lock()
-		g.introShut = true
-		g.introMu.Unlock()
+		g.stopIntroductions()
 		err = g.ml.Shutdown()
 		g.introWG.Wait()
 		g.events.close()
 	})
 	return err
+}
+
+func (g *Gossip) stopIntroductions() {
+	g.introMu.Lock()
+	g.introShut = true
+	g.introMu.Unlock()
 }
 
 // Introduce exchanges state with the named live member directly, as a join does (a

@@ -340,7 +340,7 @@ func TestGossipViewByRole(t *testing.T) {
 
 // TestGossipIntroduce: Introduce runs a join's state exchange with a live member (its
 // state merged with join set), through a view only with a member of the view's roles,
-// and with nobody once shut down.
+// and with nobody once it left.
 func TestGossipIntroduce(t *testing.T) {
 	start := func(name, role string) *Gossip {
 		g, err := NewGossip(GossipConfig{NodeName: name, BindAddr: "127.0.0.1", Meta: NodeMeta{ID: name, Role: role}})
@@ -376,10 +376,12 @@ func TestGossipIntroduce(t *testing.T) {
 	}
 	a.View(RoleWorker).Introduce("a/w0.1") // a name with a "/": by address
 	waitFor(t, 3*time.Second, "the introduction's exchange", func() bool { return joins.Load() == base+1 })
-	_ = a.Shutdown()
-	a.Introduce("a/w0.1")
+	if err := a.Leave(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	a.Introduce("a/w0.1") // it would tell the worker that a is still about
 	time.Sleep(100 * time.Millisecond)
 	if n := joins.Load(); n != base+1 {
-		t.Fatalf("an exchange after Shutdown (%d)", n-base)
+		t.Fatalf("an exchange after Leave (%d)", n-base)
 	}
 }
