@@ -276,18 +276,21 @@ func TestGossipDropFilterPartitions(t *testing.T) {
 // TestGossipViewByRole: a view lists and reaches the members of its roles only, so a
 // node's control, which counts no quotas, neither acknowledges nor receives counts,
 // and workers get no nonce batches (they share their node's table).
-func TestGossipViewByRole(t *testing.T) {
-	start := func(name, role string) *Gossip {
-		g, err := NewGossip(GossipConfig{NodeName: name, BindAddr: "127.0.0.1", Meta: NodeMeta{ID: name, Role: role}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = g.Shutdown() })
-		return g
+// newRoleGossip starts a member of role on a free loopback port and stops it at the end.
+func newRoleGossip(t *testing.T, name, role string) *Gossip {
+	t.Helper()
+	g, err := NewGossip(GossipConfig{NodeName: name, BindAddr: "127.0.0.1", Meta: NodeMeta{ID: name, Role: role}})
+	if err != nil {
+		t.Fatal(err)
 	}
-	node := start("a", RoleNode)
-	control := start("b", RoleControl)
-	worker := start("b-w0", RoleWorker)
+	t.Cleanup(func() { _ = g.Shutdown() })
+	return g
+}
+
+func TestGossipViewByRole(t *testing.T) {
+	node := newRoleGossip(t, "a", RoleNode)
+	control := newRoleGossip(t, "b", RoleControl)
+	worker := newRoleGossip(t, "b-w0", RoleWorker)
 	all := []*Gossip{node, control, worker}
 	for _, g := range all[1:] {
 		if _, err := g.Join([]string{node.Addr()}); err != nil {
@@ -342,15 +345,7 @@ func TestGossipViewByRole(t *testing.T) {
 // state merged with join set), through a view only with a member of the view's roles,
 // and with nobody once it left.
 func TestGossipIntroduce(t *testing.T) {
-	start := func(name, role string) *Gossip {
-		g, err := NewGossip(GossipConfig{NodeName: name, BindAddr: "127.0.0.1", Meta: NodeMeta{ID: name, Role: role}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = g.Shutdown() })
-		return g
-	}
-	a, w := start("a", RoleNode), start("a/w0.1", RoleWorker)
+	a, w := newRoleGossip(t, "a", RoleNode), newRoleGossip(t, "a/w0.1", RoleWorker)
 	var joins atomic.Int64
 	if err := w.Register(9, nil, func(bool) []byte { return []byte("w") }, func(_ []byte, join bool) {
 		if join {
