@@ -69,6 +69,9 @@ func startNode(t *testing.T, name string, join string) *node {
 	if n.ns, err = ratelimit.NewNonceStore(ratelimit.NonceConfig{Transport: n.tr}); err != nil {
 		t.Fatal(err)
 	}
+	// As the node does: an idle limiter's loop sleeps, and learns of a member that came
+	// from the event, not from its next flush up to 100 ms later.
+	g.OnEvent(func(cluster.MemberEvent) { n.l.MembersChanged() })
 	if join != "" {
 		if _, err := g.Join([]string{join}); err != nil {
 			t.Fatal(err)
@@ -625,4 +628,37 @@ func TestClusterSilentMemberLearnsNonces(t *testing.T) {
 	}
 	// b merges c's state after it sent its own: the exchange may not be over yet.
 	waitUntil(t, time.Second, "b to merge c's state, as a join's exchange does", tr.healed.Load)
+}
+
+// TestClusterIdleLimitersOnlyHeartbeat: limiters with nothing to count send a batch
+// every heartbeat (250 ms), not every flush (5 ms): acknowledgements answer entries
+// only, so idle members do not keep each other awake. And the first calls after the
+// quiet still see the cluster: the quota holds across them.
+func TestClusterIdleLimitersOnlyHeartbeat(t *testing.T) {
+	nodes := startNodes(t, 3)
+	time.Sleep(300 * time.Millisecond) // the membership's own batches settle
+	before := make([]int64, len(nodes))
+	for i, n := range nodes {
+		before[i] = n.tr.sends.Load()
+	}
+	const quiet = time.Second
+	time.Sleep(quiet)
+	for i, n := range nodes {
+		sent := n.tr.sends.Load() - before[i]
+		t.Logf("%s sent %d batches in %v of quiet", n.name, sent, quiet)
+		if sent > 8 { // about 3 heartbeats; 200 when every flush sent one
+			t.Errorf("%s sent %d batches in %v with nothing to count", n.name, sent, quiet)
+		}
+	}
+	const limit = 200 // app web
+	got := load(nodes, "basic", ratelimit.DimApp, "after-quiet", 3*limit, 200*time.Millisecond, time.Millisecond)
+	if d := got - limit; d > tolerance(limit) || -d > tolerance(limit) {
+		t.Fatalf("admitted %d after the quiet, want %d ± %d", got, limit, tolerance(limit))
+	}
+	converged(t, nodes, "basic", ratelimit.DimApp, "after-quiet", got)
+	for _, n := range nodes {
+		if ok, _ := n.l.Allow(n.l.Handle("basic", ratelimit.DimApp, "after-quiet", false), time.Now()); ok {
+			t.Fatalf("%s admitted a call over the spent quota", n.name)
+		}
+	}
 }

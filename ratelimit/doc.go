@@ -35,7 +35,11 @@
 //     calls; the first budget of a window is the part of L (every view starts at 0).
 //  3. A node refills only when its budget is spent and every live peer has
 //     acknowledged the batch carrying its previous ceiling (batches carry sequence
-//     numbers and per-peer acknowledgements; one goes out every flush, F = 5 ms).
+//     numbers and per-peer acknowledgements; a node answers a batch with entries at
+//     once, in its next flush, F = 5 ms; a waiting node sends its entry again every
+//     four flushes, in case it or the answer was lost). Without entries to send or
+//     acknowledge, a node sends a heartbeat every 250 ms and its loop sleeps: idle
+//     members do not keep each other awake.
 //     A live peer that sends nothing for a second may have missed this node's join
 //     (gossip is lossy): the node exchanges state with it directly (Introducer), so
 //     that peer lists it, rather than wait for the periodic exchange. A peer that

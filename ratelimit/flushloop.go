@@ -41,13 +41,17 @@ func (f *flushLoop) run(interval time.Duration, stop <-chan struct{}, flush, pen
 	defer t.Stop()
 	idle := time.NewTimer(idleFlush)
 	idle.Stop()
+	woken := false
 	for {
-		select {
-		case <-stop:
-			flush()
-			return
-		case <-t.C:
+		if !woken {
+			select {
+			case <-stop:
+				flush()
+				return
+			case <-t.C:
+			}
 		}
+		woken = false
 		if flush() {
 			continue
 		}
@@ -61,6 +65,9 @@ func (f *flushLoop) run(interval time.Duration, stop <-chan struct{}, flush, pen
 				flush()
 				return
 			case <-f.wake:
+				// Flush at once: what woke the loop is waited for (a peer waits
+				// for our acknowledgement, a nonce for its way to the others).
+				woken = true
 			case <-idle.C:
 			}
 			idle.Stop()

@@ -53,8 +53,10 @@ type Limiter struct {
 	peers   map[string]*peerState
 	liveIDs atomic.Pointer[map[uint64]bool] // node ids of live peers
 
-	held   map[*Counter]*holdState // flusher-only: counters with a budget left
-	silent introductions           // flusher-only: live members not heard from
+	held     map[*Counter]*holdState // flusher-only: counters with a budget left
+	silent   introductions           // flusher-only: live members not heard from
+	ackOwed  atomic.Bool             // a peer's entries arrived since our last batch
+	lastSend time.Time               // flusher-only
 
 	startOnce, closeOnce sync.Once
 	stop, done           chan struct{}
@@ -183,6 +185,7 @@ type slot struct {
 	prev                 atomic.Pointer[slot] // previous window, for its last metrics
 	sent, repAdm, repThr int64                // flusher-only
 	sentCeil             int64                // flusher-only
+	sentTick             int64                // flusher-only: flush that last sent the entry
 	overSeen             int64                // flusher-only
 }
 
@@ -568,13 +571,12 @@ func (l *Limiter) markDirty(c *Counter) {
 	l.pace.poke()
 }
 
-// loop flushes every FlushInterval (see flushLoop). A node alone in its cluster with
-// no counter to look at has nothing a flush would do but upkeep, so its loop sleeps;
-// in a cluster it never does, since every batch carries acknowledgements the peers
-// wait for.
+// loop flushes every FlushInterval (see flushLoop). A node with no counter to look at
+// and no acknowledgement owed has nothing a flush would do but upkeep and heartbeats,
+// so its loop sleeps (up to idleFlush); a peer's entries wake it.
 func (l *Limiter) loop() {
 	defer close(l.done)
-	l.pace.run(l.cfg.FlushInterval, l.stop, l.flush, func() bool { return l.dirty.Load() != nil })
+	l.pace.run(l.cfg.FlushInterval, l.stop, l.flush, func() bool { return l.dirty.Load() != nil || l.ackOwed.Load() })
 }
 
 // MembersChanged tells the limiter the Transport's members changed: quotas are split
@@ -682,7 +684,7 @@ func (l *Limiter) flush() (busy bool) {
 			c = next
 			continue
 		}
-		starved := false
+		starved, resend := false, false
 		// Refill only a window this node has called on: an idle node that takes a
 		// budget reserves it in every view, and the node doing the calls waits.
 		if s.budget.Load() <= 0 && !s.lazy.Load() && (s.local.Load() > 0 || s.throttled.Load() > 0) {
@@ -705,6 +707,9 @@ func (l *Limiter) flush() (busy bool) {
 				c.mu.Unlock()
 			} else if c.limit.Load() > s.local.Load()+s.remote.Load() {
 				retry = append(retry, c)
+				// Acks answer batches with entries only. Waiting this long, the
+				// entry or its ack was lost: send the entry again.
+				resend = tick-s.sentTick >= resendAfterTicks
 			}
 		}
 		if b := s.budget.Load(); b > 0 {
@@ -715,12 +720,12 @@ func (l *Limiter) flush() (busy bool) {
 			s.ceiling.Store(s.local.Load()) // spent (or refunded): nothing held
 		}
 		local, ceil := s.local.Load(), s.ceiling.Load()
-		if local != s.sent || ceil != s.sentCeil || starved {
+		if local != s.sent || ceil != s.sentCeil || starved || resend {
 			if u := local - s.sent; u > maxUnsent {
 				maxUnsent = u
 			}
 			out = appendEntry(out, c.key, c.win, s.idx, local, ceil, starved)
-			s.sent, s.sentCeil = local, ceil
+			s.sent, s.sentCeil, s.sentTick = local, ceil, tick
 			if len(out) >= maxPacket {
 				l.send(out)
 				out = l.countsHeader(out[:0])
@@ -731,8 +736,13 @@ func (l *Limiter) flush() (busy bool) {
 		c = next
 	}
 	out = l.release(tick, now.Unix(), out)
-	// A batch goes out every flush, entries or not: it carries our acknowledgements.
-	if len(out) > hdr || l.cfg.Transport != nil && l.liveN.Load() > 1 {
+	// A batch goes out with entries; without, when a peer's entries wait for our
+	// acknowledgement, and as a heartbeat (peers that hear nothing for a while
+	// introduce themselves, see introduceToSilent). Acknowledgements answer entries
+	// only, so two idle nodes do not keep each other awake.
+	owed := l.ackOwed.Swap(false)
+	clustered := l.cfg.Transport != nil && l.liveN.Load() > 1
+	if len(out) > hdr || owed || clustered && now.Sub(l.lastSend) >= heartbeat {
 		l.send(out)
 	}
 	l.out = out[:0]
@@ -745,13 +755,24 @@ func (l *Limiter) flush() (busy bool) {
 		l.lastSweep = now
 		l.sweep(now)
 	}
-	// Held budgets matter only to peers that may starve; alone, the slow idle
-	// flushes still clear them when their windows end.
-	return head != nil || len(retry) > 0 || l.liveN.Load() > 1
+	// Held budgets matter only to peers that may starve, and a starving peer's
+	// entries wake this loop; the slow idle flushes clear the rest when their windows
+	// end, and send the heartbeats.
+	return head != nil || len(retry) > 0 || l.ackOwed.Load()
 }
+
+// heartbeat is how often a node in a cluster sends a batch when it has nothing to
+// say: well under silentAfter, so a member that lists us is never taken for one that
+// missed our join.
+const heartbeat = 250 * time.Millisecond
+
+// resendAfterTicks is how many flushes a node waiting for acknowledgements lets pass
+// before it sends the entry they would acknowledge again.
+const resendAfterTicks = 4
 
 func (l *Limiter) send(b []byte) {
 	if l.cfg.Transport != nil {
+		l.lastSend = l.cfg.Clock()
 		_ = l.cfg.Transport.SendToAll(l.cfg.Channel, b)
 	}
 }
@@ -919,7 +940,6 @@ func (l *Limiter) onMsg(b []byte) {
 	if from == l.nodeID {
 		return
 	}
-	l.pace.poke() // a peer: our acknowledgements must go out
 	name, b, ok := readString(b[9:])
 	if !ok {
 		return
@@ -948,6 +968,7 @@ func (l *Limiter) onMsg(b []byte) {
 	}
 	// Merge the counts before recording the sequence: an ack we send must only
 	// cover counts we have applied.
+	entries := false
 	for len(b) > 0 {
 		e, rest, ok := readEntry(b)
 		if !ok {
@@ -955,6 +976,7 @@ func (l *Limiter) onMsg(b []byte) {
 		}
 		b = rest
 		l.merge(from, seq, e)
+		entries = true
 	}
 	l.peersMu.Lock()
 	p := l.peers[name]
@@ -972,6 +994,10 @@ func (l *Limiter) onMsg(b []byte) {
 	p.acked = max(p.acked, ack)
 	p.heard = l.cfg.Clock()
 	l.peersMu.Unlock()
+	if entries { // after theirSeq moved: the acknowledgement must cover this batch
+		l.ackOwed.Store(true)
+		l.pace.poke()
+	}
 }
 
 type entry struct {
