@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -161,7 +163,7 @@ Examples:
 			}
 			req.Body = io.NopCloser(bytes.NewReader(body))
 			start := time.Now()
-			resp, err := (&http.Client{Timeout: timeout}).Do(req)
+			resp, err := (&http.Client{Timeout: timeout, Transport: localhostTransport()}).Do(req)
 			if err != nil {
 				return err
 			}
@@ -214,4 +216,31 @@ func printHeaders(w io.Writer, h http.Header) {
 			fmt.Fprintf(w, "%s: %s\n", k, v)
 		}
 	}
+}
+
+// localhostTransport dials names under localhost (demo.localhost, the groups of a
+// node on the default base domain) on the loopback address, as RFC 6761 has them
+// resolve and as curl and browsers do. Go's resolver asks DNS for them, which on many
+// machines knows no such host, and the quickstart's calls would fail there.
+func localhostTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	var d net.Dialer
+	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return d.DialContext(ctx, network, loopbackForLocalhost(addr))
+	}
+	return t
+}
+
+// loopbackForLocalhost maps host:port to 127.0.0.1:port when host is localhost or a
+// name under it.
+func loopbackForLocalhost(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return addr
 }
