@@ -7,8 +7,8 @@ import (
 
 // silentAfter is how long a live member may stay silent (send nothing, or leave a
 // batch unacknowledged) before this node introduces itself to it (see Introducer). A
-// member that lists this node sends it a quota batch every flush and acknowledges
-// nonces within milliseconds.
+// member that lists this node sends it a quota batch at least every heartbeat (250 ms)
+// and acknowledges nonces within milliseconds.
 const silentAfter = time.Second
 
 // maxIntroGap caps the doubling gap between introductions to a member that stays

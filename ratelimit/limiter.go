@@ -638,6 +638,7 @@ func (l *Limiter) introduceToSilent(names []string, now time.Time) {
 		return
 	}
 	self := l.name
+	var due []string // introduced after peersMu is let go: onMsg waits on it
 	l.peersMu.Lock()
 	for _, name := range names {
 		if name == self {
@@ -649,11 +650,14 @@ func (l *Limiter) introduceToSilent(names []string, now time.Time) {
 		}
 		// Just listed, it may still be starting: the first introduction waits.
 		if l.silent.due(name, now, silentAfter) {
-			intro.Introduce(name)
+			due = append(due, name)
 		}
 	}
 	l.peersMu.Unlock()
 	l.silent.keepOnly(names)
+	for _, name := range due {
+		intro.Introduce(name)
+	}
 }
 
 // maxPacket keeps a batch inside one UDP packet (see cluster.Gossip).
@@ -727,7 +731,7 @@ func (l *Limiter) flush() (busy bool) {
 			out = appendEntry(out, c.key, c.win, s.idx, local, ceil, starved)
 			s.sent, s.sentCeil, s.sentTick = local, ceil, tick
 			if len(out) >= maxPacket {
-				l.send(out)
+				l.send(out, now)
 				out = l.countsHeader(out[:0])
 				hdr = len(out)
 			}
@@ -743,7 +747,7 @@ func (l *Limiter) flush() (busy bool) {
 	owed := l.ackOwed.Swap(false)
 	clustered := l.cfg.Transport != nil && l.liveN.Load() > 1
 	if len(out) > hdr || owed || clustered && now.Sub(l.lastSend) >= heartbeat {
-		l.send(out)
+		l.send(out, now)
 	}
 	l.out = out[:0]
 	for _, c := range retry { // look again next flush, when the acks may be in
@@ -770,9 +774,9 @@ const heartbeat = 250 * time.Millisecond
 // before it sends the entry they would acknowledge again.
 const resendAfterTicks = 4
 
-func (l *Limiter) send(b []byte) {
+func (l *Limiter) send(b []byte, now time.Time) {
 	if l.cfg.Transport != nil {
-		l.lastSend = l.cfg.Clock()
+		l.lastSend = now
 		_ = l.cfg.Transport.SendToAll(l.cfg.Channel, b)
 	}
 }

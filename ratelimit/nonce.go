@@ -499,8 +499,8 @@ func (s *NonceStore) introduceToSilent(members []string, now time.Time) {
 		return
 	}
 	oldest := s.unacked[0].seq
+	var due []string // introduced after ackMu is let go: onMsg waits on it
 	s.ackMu.Lock()
-	defer s.ackMu.Unlock()
 	for _, m := range members {
 		if m == s.name {
 			continue
@@ -510,10 +510,14 @@ func (s *NonceStore) introduceToSilent(members []string, now time.Time) {
 			continue
 		}
 		if s.silent.due(m, now, 0) {
-			intro.Introduce(m)
+			due = append(due, m)
 		}
 	}
+	s.ackMu.Unlock()
 	s.silent.keepOnly(members)
+	for _, m := range due {
+		intro.Introduce(m)
+	}
 }
 
 // send writes one message: version, name, incarnation, sequence (0: none), the

@@ -22,8 +22,9 @@ type Transport interface {
 
 // Introducer is a Transport that can ask a member it lists to exchange state with
 // this node directly, now (a push/pull, as on join), so that the member lists this
-// node too. The limiter calls it for a live member that has sent nothing for a while.
-// Introduce must not block: it starts the exchange and returns.
+// node too. The limiter calls it for a live member that has sent nothing for a while,
+// the nonce store for one that leaves its batches unacknowledged. Introduce must not
+// block: it starts the exchange and returns.
 type Introducer interface {
 	Introduce(name string)
 }
