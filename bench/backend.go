@@ -17,6 +17,7 @@ const (
 
 	modeBackend   = "backend"
 	modeBareProxy = "bareproxy"
+	modeBareLoop  = "bareloop"
 )
 
 // smallBody is the 64-byte JSON body every path but /4k answers with.
@@ -53,6 +54,8 @@ func runChild() bool {
 		err = serveBackend(os.Getenv(childListen))
 	case modeBareProxy:
 		err = serveBareProxy(os.Getenv(childListen), os.Getenv(childUpstream))
+	case modeBareLoop:
+		err = serveBareLoop(os.Getenv(childListen), os.Getenv(childUpstream))
 	default:
 		return false
 	}

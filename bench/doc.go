@@ -29,7 +29,10 @@
 //     plane in one worker process per CPU (--workers); tollgate-3, three such
 //     nodes (in-process data planes) as one cluster;
 //   - tollgate-percpu (only when named in -targets): one single-P node per CPU,
-//     not clustered, the experiment that preceded --workers.
+//     not clustered, the experiment that preceded --workers;
+//   - bareloop (only when named in -targets): one single-threaded epoll loop per
+//     CPU, the floor of a Go proxy that reads a socket only when epoll says it is
+//     readable, as nginx does (see bareloop_linux.go).
 //
 // The load generator is closed-loop: -conns connections, each with exactly one
 // outstanding request, written and read on a raw connection with

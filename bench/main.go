@@ -44,7 +44,7 @@ func main() {
 	flag.IntVar(&o.Rounds, "rounds", 3, "rounds; each round runs every target once, in rotating order")
 	flag.IntVar(&o.Conns, "conns", 64, "connections, each with one outstanding request")
 	flag.StringVar(&o.Scenarios, "scenarios", "", "comma-separated substrings of scenario names to run (default all)")
-	flag.StringVar(&o.Targets, "targets", strings.Join(defaultTargets, ","), "comma-separated targets (also: "+tTollgatePerCPU+", an experiment)")
+	flag.StringVar(&o.Targets, "targets", strings.Join(defaultTargets, ","), "comma-separated targets (also: "+tTollgatePerCPU+" and "+tBareLoop+", experiments)")
 	flag.BoolVar(&o.Profile, "profile", false, "after the rounds, profile Tollgate under load (CPU, heap, allocs) into the results directory")
 	flag.BoolVar(&o.Quick, "quick", false, "a short smoke run: 1 round × 1 s, 16 conns, scenario anon-64B")
 	flag.IntVar(&o.NginxWorkers, "nginx-workers", 2, "nginx worker_processes")
@@ -172,6 +172,8 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 			t, err = l.nginx(ctx, o.NginxWorkers)
 		case tBareProxy:
 			t, err = l.bareProxy(ctx)
+		case tBareLoop:
+			t, err = l.bareLoop(ctx)
 		case tTollgate:
 			t, node, err = l.tollgate(ctx, name, o.tollgateBin, 1, false, 0)
 		case tTollgateWorkers:

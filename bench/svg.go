@@ -9,7 +9,7 @@ import (
 
 // targetColor is each target's bar colour in the chart.
 var targetColor = map[string]string{
-	tDirect: "#9e9e9e", tNginx: "#2e7d32", tBareProxy: "#1565c0", tTollgate: "#e65100", tTollgateWorkers: "#bf360c", tTollgate3: "#ffb74d",
+	tDirect: "#9e9e9e", tNginx: "#2e7d32", tBareProxy: "#1565c0", tBareLoop: "#64b5f6", tTollgate: "#e65100", tTollgateWorkers: "#bf360c", tTollgate3: "#ffb74d",
 }
 
 // svg draws two grouped bar charts, one group per scenario, one bar per

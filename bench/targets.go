@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -35,9 +36,12 @@ const (
 	// built. The nodes share one nonce table (--nonce-file on /dev/shm) but not
 	// their quota counters. Not run by default.
 	tTollgatePerCPU = "tollgate-percpu"
+	// tBareLoop is an experiment: the floor of a Go proxy built as nginx is, one
+	// single-threaded epoll loop per CPU (see bareloop_linux.go). Not run by default.
+	tBareLoop = "bareloop"
 )
 
-var allTargets = []string{tDirect, tNginx, tBareProxy, tTollgate, tTollgateWorkers, tTollgateB, tTollgate3, tTollgatePerCPU}
+var allTargets = []string{tDirect, tNginx, tBareProxy, tBareLoop, tTollgate, tTollgateWorkers, tTollgateB, tTollgate3, tTollgatePerCPU}
 
 // defaultTargets are what a run measures unless -targets says otherwise.
 var defaultTargets = []string{tDirect, tNginx, tBareProxy, tTollgate, tTollgateWorkers, tTollgate3}
@@ -83,10 +87,16 @@ type lab struct {
 }
 
 // startSelf re-executes this binary in a child mode.
-func (l *lab) startSelf(ctx context.Context, mode, listen, upstream string) (*child, error) {
+func (l *lab) startSelf(ctx context.Context, mode, listen, upstream string, env ...string) (*child, error) {
 	cmd := exec.Command(l.self)
 	cmd.Env = append(os.Environ(), childEnv+"="+mode, childListen+"="+listen, childUpstream+"="+upstream)
-	c, err := startChild(mode, cmd, filepath.Join(l.tmp, mode+".log"))
+	cmd.Env = append(cmd.Env, env...)
+	log, err := os.CreateTemp(l.tmp, mode+"-*.log")
+	if err != nil {
+		return nil, err
+	}
+	log.Close()
+	c, err := startChild(mode, cmd, log.Name())
 	if err != nil {
 		return nil, err
 	}
@@ -126,6 +136,24 @@ func (l *lab) bareProxy(ctx context.Context) (*target, error) {
 		return nil, err
 	}
 	return &target{name: tBareProxy, addrs: []string{addr}, procs: []*child{c}}, nil
+}
+
+// bareLoop starts one bareloop process per CPU, each with one P, on one
+// SO_REUSEPORT address, as nginx runs a worker per CPU.
+func (l *lab) bareLoop(ctx context.Context) (*target, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	t := &target{name: tBareLoop, addrs: []string{addr}}
+	for range runtime.NumCPU() {
+		c, err := l.startSelf(ctx, modeBareLoop, addr, l.env.backend, "GOMAXPROCS=1")
+		if err != nil {
+			return nil, err
+		}
+		t.procs = append(t.procs, c)
+	}
+	return t, nil
 }
 
 // nginxBinary finds nginx on PATH or in /usr/sbin.
