@@ -217,6 +217,9 @@ func Start(cfg Config) (*Node, error) {
 	if n.dataLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("data plane: %w", err)
 	}
+	if cfg.Workers == 0 {
+		n.dataLn = proxy.NewPollListener(n.dataLn) // workers take the socket itself
+	}
 	if n.adminLn, err = net.Listen("tcp", cfg.Admin); err != nil {
 		n.dataLn.Close()
 		return nil, fmt.Errorf("admin API: %w", err)
@@ -230,7 +233,7 @@ func Start(cfg Config) (*Node, error) {
 		}
 		n.tlsLn = ln // workers wrap it themselves
 		if cfg.Workers == 0 {
-			n.tlsLn = tls.NewListener(proxy.NewListener(ln), &tls.Config{GetCertificate: n.certs.getCertificate, MinVersion: tls.VersionTLS12})
+			n.tlsLn = tls.NewListener(proxy.NewPollListener(ln), &tls.Config{GetCertificate: n.certs.getCertificate, MinVersion: tls.VersionTLS12})
 		}
 	}
 	if err := n.startGossip(); err != nil {

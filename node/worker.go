@@ -183,9 +183,9 @@ func (w *dataWorker) serve(fd uintptr, name string, withTLS bool) error {
 	if err != nil {
 		return fmt.Errorf("%s listener: %w", name, err)
 	}
-	ln = balancedListener{Listener: ln, b: w.bal, n: w.h.Workers}
+	ln = balancedListener{Listener: proxy.NewPollListener(ln), b: w.bal, n: w.h.Workers}
 	if withTLS {
-		ln = tls.NewListener(proxy.NewListener(ln), &tls.Config{GetCertificate: w.certs.getCertificate, MinVersion: tls.VersionTLS12})
+		ln = tls.NewListener(ln, &tls.Config{GetCertificate: w.certs.getCertificate, MinVersion: tls.VersionTLS12})
 	}
 	go func() {
 		// A listener that fails outside a drain leaves the worker serving nothing:

@@ -570,11 +570,11 @@ func (c *Call) appendXFF(req *fasthttp.Request) {
 	}
 	// A plain connection keeps its peer formatted: every request on it appends the
 	// same address.
-	if fc, ok := c.Ctx.Conn().(*fastConn); ok {
-		if fc.peerIP == nil {
-			fc.peerIP = appendPeerIP(make([]byte, 0, len("255.255.255.255")), c.Ctx)
+	if cache := peerIPCache(c.Ctx.Conn()); cache != nil {
+		if *cache == nil {
+			*cache = appendPeerIP(make([]byte, 0, len("255.255.255.255")), c.Ctx)
 		}
-		b = append(b, fc.peerIP...)
+		b = append(b, *cache...)
 	} else {
 		b = appendPeerIP(b, c.Ctx)
 	}

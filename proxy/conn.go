@@ -188,11 +188,22 @@ func NewListener(ln net.Listener) net.Listener {
 }
 
 // dialBackend dials a backend connection as fasthttp would (its DNS-caching dialer),
-// as a fastConn.
+// into the poller's set (Linux), else as a fastConn.
 func dialBackend(addr string, timeout time.Duration) (net.Conn, error) {
 	c, err := fasthttp.DialTimeout(addr, timeout)
 	if err != nil {
 		return nil, err
 	}
-	return newFastConn(c), nil
+	return pollDial(c), nil
+}
+
+// peerIPCache returns where a connection keeps its peer's address formatted, or nil.
+func peerIPCache(c net.Conn) *[]byte {
+	switch c := c.(type) {
+	case *fastConn:
+		return &c.peerIP
+	case *pollConn:
+		return &c.peerIP
+	}
+	return nil
 }
