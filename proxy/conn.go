@@ -27,15 +27,12 @@ import (
 // is made large enough (Config.WriteBufferSize) that a response of up to that size is
 // still one write.
 //
-// (Reading without the EAGAIN read Go makes before it waits for the poller was tried
-// too, through syscall.RawConn: it cannot work, since RawConn.Read clears the poller's
-// pending readiness before its first call, so waiting first misses data that arrived
-// already. Yielding the goroutine between a backend write and its read halved those
-// empty reads but cost as much in scheduling: no gain in an A/B of the full scenario.
-// So did writing a backend request inside the read of its answer, after the poller's
-// reset, then waiting first: one read fewer per request, measured, but no CPU gain in
-// five A/B pairs, for a copy of the request and a corner case (a backend's close that
-// arrived while the connection was idle) to guard.)
+// On Linux the data plane's sockets are pollConns in the process's poller (see
+// poller_linux.go), which waits for readiness before it reads; fastConn serves what
+// cannot join it (a descriptor past the poller's table, in-memory test listeners
+// aside) and other systems. (Waiting first through syscall.RawConn cannot work: its
+// Read clears the poller's pending readiness before the first call, so data that
+// arrived already would be missed.)
 //
 // On Linux its reads and writes are raw system calls through the poller (rawIO),
 // which keep the runtime's monitor from handing Ps between threads under load.

@@ -61,6 +61,13 @@
 // refused or broken connections D502CO. mock: a fixed status, headers and body after an
 // optional, capped delay.
 //
+// # Sockets
+//
+// On Linux client and backend connections live in the process's own epoll set (the
+// poller): a socket is read only once an event said it is readable, as nginx does,
+// where Go's netpoller reads first and waits on EAGAIN (two failing reads per proxied
+// request). Deadlines are kept coarsely, at most 50 ms late, never early.
+//
 // Every response carries X-Ca-Request-Id; every error also X-Ca-Error-Code,
 // X-Ca-Error-Message and a small JSON body, from the one table in errors.go.
 package proxy
