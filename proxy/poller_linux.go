@@ -286,7 +286,7 @@ func (c *pollConn) Read(b []byte) (int, error) {
 		if c.r.ready.Load() != 0 {
 			// Cleared before the call: an event that comes during it sets it again.
 			c.r.ready.Store(0)
-			n, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(c.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
+			n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(c.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), 0, 0, 0)
 			switch e {
 			case 0:
 				if n == 0 || int(n) == len(b) {
@@ -303,7 +303,7 @@ func (c *pollConn) Read(b []byte) (int, error) {
 				continue
 			}
 			c.r.ready.Store(1)
-			return 0, c.opError("read", os.NewSyscallError("read", e))
+			return 0, c.opError("read", os.NewSyscallError("recvfrom", e))
 		}
 		if err := c.r.wait(c); err != nil {
 			return 0, c.opError("read", err)
@@ -320,7 +320,7 @@ func (c *pollConn) Write(b []byte) (int, error) {
 	for written < len(b) {
 		rest := b[written:]
 		c.w.ready.Store(0)
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(c.fd), uintptr(unsafe.Pointer(unsafe.SliceData(rest))), uintptr(len(rest)))
+		n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, uintptr(c.fd), uintptr(unsafe.Pointer(unsafe.SliceData(rest))), uintptr(len(rest)), syscall.MSG_NOSIGNAL, 0, 0)
 		switch e {
 		case 0:
 			if n == 0 {
@@ -336,7 +336,7 @@ func (c *pollConn) Write(b []byte) (int, error) {
 			}
 			continue
 		}
-		return written, c.opError("write", os.NewSyscallError("write", e))
+		return written, c.opError("write", os.NewSyscallError("sendto", e))
 	}
 	return written, nil
 }
