@@ -31,7 +31,9 @@ import (
 // by a sweeper every pollTick: a read or write past its deadline fails at most two
 // ticks late, never early.
 type poller struct {
-	epfd   int
+	epfd int
+	// file is the set as the runtime's netpoller knows it; kept, as its finalizer
+	// would close the set.
 	file   *os.File
 	rc     syscall.RawConn
 	gather func(fd uintptr) bool
@@ -43,6 +45,7 @@ type poller struct {
 	// are none, and woken restarts it.
 	live  atomic.Int64
 	woken chan struct{}
+	done  chan struct{} // closed by close: the process's poller never is
 	// now is the sweeper's clock (unix ns), at most a tick behind: a wait compares
 	// deadlines with it instead of reading the clock.
 	now atomic.Int64
@@ -80,7 +83,7 @@ func newPoller() (*poller, error) {
 		f.Close()
 		return nil, err
 	}
-	p := &poller{epfd: epfd, file: f, rc: rc, woken: make(chan struct{}, 1)}
+	p := &poller{epfd: epfd, file: f, rc: rc, woken: make(chan struct{}, 1), done: make(chan struct{})}
 	p.gather = p.gatherEvents
 	p.now.Store(time.Now().UnixNano())
 	go p.run()
@@ -95,6 +98,12 @@ func (p *poller) run() {
 			return
 		}
 	}
+}
+
+// close stops a poller's goroutines and closes its set (tests make their own pollers).
+func (p *poller) close() {
+	close(p.done)
+	p.file.Close()
 }
 
 // gatherEvents takes the events the set holds without waiting and hands each to its
@@ -125,14 +134,25 @@ func (p *poller) gatherEvents(_ uintptr) bool {
 // are open.
 func (p *poller) sweep() {
 	t := time.NewTicker(pollTick)
+	defer t.Stop()
 	for {
 		if p.live.Load() == 0 {
 			t.Stop()
-			<-p.woken
+			select {
+			case <-p.woken:
+			case <-p.done:
+				return
+			}
 			p.now.Store(time.Now().UnixNano())
 			t.Reset(pollTick)
 		}
-		ns := (<-t.C).UnixNano()
+		var now time.Time
+		select {
+		case now = <-t.C:
+		case <-p.done:
+			return
+		}
+		ns := now.UnixNano()
 		p.now.Store(ns)
 		p.conns.each(func(c *pollConn) {
 			c.r.expire(ns)

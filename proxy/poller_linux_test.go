@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -88,6 +89,7 @@ func TestPollListenerServesFasthttp(t *testing.T) {
 	c := &fasthttp.HostClient{Addr: ln.Addr().String(), Dial: func(addr string) (net.Conn, error) {
 		return dialBackend(addr, time.Second)
 	}}
+	defer c.CloseIdleConnections()
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	for g := range 8 {
@@ -402,4 +404,55 @@ func openSockets(t *testing.T) int {
 		}
 	}
 	return n
+}
+
+// With no connection open the sweeper sleeps (an idle node does not wake every tick),
+// and the first connection wakes it: its deadline still fires. A poller of its own,
+// so that other tests' connections do not count.
+func TestPollerSweeperSleepsWhileIdle(t *testing.T) {
+	p, err := newPoller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	time.Sleep(2 * pollTick)
+	before := p.now.Load()
+	time.Sleep(4 * pollTick)
+	if after := p.now.Load(); after != before {
+		t.Fatalf("the sweeper ticked with no connection open (clock %d -> %d)", before, after)
+	}
+
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fds[1])
+	c, err := p.register(fds[0], nil, nil, false)
+	if err != nil {
+		syscall.Close(fds[0])
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const wait = 100 * time.Millisecond
+	start := time.Now()
+	if err := c.SetReadDeadline(start.Add(wait)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-readAsync(c, make([]byte, 8), start):
+		if !errors.Is(r.err, os.ErrDeadlineExceeded) || r.at < wait {
+			t.Fatalf("read: %v after %v; want a deadline error after %v", r.err, r.at, wait)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the deadline of the first connection after idle did not fire")
+	}
+	// Data still arrives through this poller's set.
+	if _, err := syscall.Write(fds[1], []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 8)
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "hi" {
+		t.Fatalf("read: %q, %v", buf[:n], err)
+	}
 }
