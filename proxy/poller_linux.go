@@ -107,27 +107,38 @@ func (p *poller) close() {
 }
 
 // gatherEvents takes the events the set holds without waiting and hands each to its
-// connection; it returns false (wait for the set to be readable) when there were none.
+// connection, until the set is empty; then it returns false: wait for the set to be
+// readable again. The set signals each event it gains, so once drained nothing is
+// missed, and the wait needs no empty epoll_wait of its own first. It returns true
+// only when the set is gone (the poller closed).
 func (p *poller) gatherEvents(_ uintptr) bool {
-	n, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_WAIT, uintptr(p.epfd),
-		uintptr(unsafe.Pointer(&p.events[0])), uintptr(len(p.events)), 0, 0, 0)
-	if e != 0 || n == 0 {
-		return false
+	for {
+		n, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_WAIT, uintptr(p.epfd),
+			uintptr(unsafe.Pointer(&p.events[0])), uintptr(len(p.events)), 0, 0, 0)
+		switch e {
+		case 0:
+		case syscall.EINTR:
+			continue
+		default:
+			return true
+		}
+		for i := range int(n) {
+			ev := &p.events[i]
+			c := p.conns.get(int(ev.Fd))
+			if c == nil || c.seq != uint32(ev.Pad) {
+				continue // closed since; its fd may already be another's
+			}
+			if ev.Events&(syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+				c.r.signal()
+			}
+			if ev.Events&(syscall.EPOLLOUT|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+				c.w.signal()
+			}
+		}
+		if int(n) < len(p.events) {
+			return false
+		}
 	}
-	for i := range int(n) {
-		ev := &p.events[i]
-		c := p.conns.get(int(ev.Fd))
-		if c == nil || c.seq != uint32(ev.Pad) {
-			continue // closed since; its fd may already be another's
-		}
-		if ev.Events&(syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
-			c.r.signal()
-		}
-		if ev.Events&(syscall.EPOLLOUT|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
-			c.w.signal()
-		}
-	}
-	return true
 }
 
 // sweep wakes the waits whose deadline has passed, every pollTick while connections

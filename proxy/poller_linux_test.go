@@ -456,3 +456,64 @@ func TestPollerSweeperSleepsWhileIdle(t *testing.T) {
 		t.Fatalf("read: %q, %v", buf[:n], err)
 	}
 }
+
+// BenchmarkLoopbackRoundTrip is a backend call's I/O alone: 64 bytes out, 64 back
+// from an echo peer on loopback, through the poller (wait for the event) and through
+// the runtime's netpoller as fastConn reads (read first, EAGAIN, wait). Run with
+// -cpu 1 to see the waits as a worker (one P) has them.
+func BenchmarkLoopbackRoundTrip(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 64)
+				for {
+					if _, err := io.ReadFull(c, buf); err != nil {
+						return
+					}
+					if _, err := c.Write(buf); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	dials := map[string]func() (net.Conn, error){
+		"poller": func() (net.Conn, error) { return dialBackend(ln.Addr().String(), time.Second) },
+		"netpoller": func() (net.Conn, error) {
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				return nil, err
+			}
+			return newFastConn(c), nil
+		},
+	}
+	for _, name := range []string{"poller", "netpoller"} {
+		b.Run(name, func(b *testing.B) {
+			c, err := dials[name]()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			msg, buf := make([]byte, 64), make([]byte, 64)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.Write(msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
