@@ -322,30 +322,14 @@ func TestPollListenerCloseEndsAccept(t *testing.T) {
 // echo server: a descriptor reused by a new connection must never receive an old
 // one's events or bytes, and none may be left open.
 func TestPollConnsChurnWithoutCrossTalk(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
+	addr := echoServer(t)
 	before := openSockets(t)
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
 	for g := range 16 {
 		wg.Go(func() {
 			for round := range 30 {
-				c, err := dialBackend(ln.Addr().String(), time.Second)
+				c, err := dialBackend(addr, time.Second)
 				if err != nil {
 					errs <- err
 					return
@@ -389,8 +373,8 @@ func TestPollConnsChurnWithoutCrossTalk(t *testing.T) {
 	}
 }
 
-// openSockets counts the process's open sockets (io.Copy's splice pipes and the
-// poller's own descriptor are not ours to count).
+// openSockets counts the process's open sockets (other tests' pipes and the poller's
+// own descriptor are not ours to count).
 func openSockets(t *testing.T) int {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
@@ -462,35 +446,11 @@ func TestPollerSweeperSleepsWhileIdle(t *testing.T) {
 // the runtime's netpoller as fastConn reads (read first, EAGAIN, wait). Run with
 // -cpu 1 to see the waits as a worker (one P) has them.
 func BenchmarkLoopbackRoundTrip(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 64)
-				for {
-					if _, err := io.ReadFull(c, buf); err != nil {
-						return
-					}
-					if _, err := c.Write(buf); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
+	addr := echoServer(b)
 	dials := map[string]func() (net.Conn, error){
-		"poller": func() (net.Conn, error) { return dialBackend(ln.Addr().String(), time.Second) },
+		"poller": func() (net.Conn, error) { return dialBackend(addr, time.Second) },
 		"netpoller": func() (net.Conn, error) {
-			c, err := net.Dial("tcp", ln.Addr().String())
+			c, err := net.Dial("tcp", addr)
 			if err != nil {
 				return nil, err
 			}
@@ -516,4 +476,39 @@ func BenchmarkLoopbackRoundTrip(b *testing.B) {
 			}
 		})
 	}
+}
+
+// echoServer echoes every connection's bytes back until the test ends; it returns
+// its address. (A copy loop, not io.Copy: that would splice through pipes.)
+func echoServer(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 4096)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						if _, err := c.Write(buf[:n]); err != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }
