@@ -28,9 +28,9 @@ import (
 // still one write.
 //
 // On Linux the data plane's sockets are pollConns in the process's poller (see
-// poller_linux.go), which waits for readiness before it reads; fastConn serves what
-// cannot join it (a descriptor past the poller's table, in-memory test listeners
-// aside) and other systems. (Waiting first through syscall.RawConn cannot work: its
+// poller_linux.go), which waits for readiness before it reads; fastConn serves the
+// sockets that cannot join it (a descriptor past the poller's table) and other
+// systems. (Waiting first through syscall.RawConn cannot work: its
 // Read clears the poller's pending readiness before the first call, so data that
 // arrived already would be missed.)
 //
