@@ -68,6 +68,10 @@ type Config struct {
 	// worker per such CPU, as nginx's worker_cpu_affinity does: the kernel then never
 	// moves a worker, and its connections' state, to another CPU. Defaults() sets it.
 	PinWorkers bool
+	// Netpoller serves the data plane through the runtime's netpoller instead of
+	// Tollgate's own epoll poller (proxy.Config.Netpoller): about 10 µs less per request
+	// when connections come one at a time, about 5% more CPU per request under load.
+	Netpoller bool
 	// WorkerCommand starts a worker (default: this executable with "worker").
 	WorkerCommand []string
 	// TrustedProxies lists proxies (CIDRs or addresses) whose X-Forwarded-For names the
@@ -217,7 +221,7 @@ func Start(cfg Config) (*Node, error) {
 	if n.dataLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("data plane: %w", err)
 	}
-	if cfg.Workers == 0 {
+	if cfg.Workers == 0 && !cfg.Netpoller {
 		n.dataLn = proxy.NewPollListener(n.dataLn) // workers take the socket itself
 	}
 	if n.adminLn, err = net.Listen("tcp", cfg.Admin); err != nil {
@@ -233,7 +237,10 @@ func Start(cfg Config) (*Node, error) {
 		}
 		n.tlsLn = ln // workers wrap it themselves
 		if cfg.Workers == 0 {
-			n.tlsLn = tls.NewListener(proxy.NewPollListener(ln), &tls.Config{GetCertificate: n.certs.getCertificate, MinVersion: tls.VersionTLS12})
+			if !cfg.Netpoller {
+				ln = proxy.NewPollListener(ln)
+			}
+			n.tlsLn = tls.NewListener(ln, &tls.Config{GetCertificate: n.certs.getCertificate, MinVersion: tls.VersionTLS12})
 		}
 	}
 	if err := n.startGossip(); err != nil {
@@ -252,6 +259,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	if cfg.Workers == 0 {
 		n.proxy, err = proxy.New(proxy.Config{
+			Netpoller:           cfg.Netpoller,
 			BaseDomain:          cfg.BaseDomain,
 			MaxBodySize:         cfg.MaxBodySize,
 			Registerer:          n.reg,

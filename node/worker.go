@@ -148,6 +148,7 @@ func startWorker(h workerHello, fc *frameConn, conn net.Conn, log *slog.Logger) 
 	w.gossip.OnEvent(func(cluster.MemberEvent) { w.limiter.MembersChanged() })
 	w.limiter.Start()
 	w.proxy, err = proxy.New(proxy.Config{
+		Netpoller:           h.Netpoller,
 		BaseDomain:          h.BaseDomain,
 		MaxBodySize:         h.MaxBodySize,
 		Registerer:          reg,
@@ -183,7 +184,10 @@ func (w *dataWorker) serve(fd uintptr, name string, withTLS bool) error {
 	if err != nil {
 		return fmt.Errorf("%s listener: %w", name, err)
 	}
-	ln = balancedListener{Listener: proxy.NewPollListener(ln), b: w.bal, n: w.h.Workers}
+	if !w.h.Netpoller {
+		ln = proxy.NewPollListener(ln)
+	}
+	ln = balancedListener{Listener: ln, b: w.bal, n: w.h.Workers}
 	if withTLS {
 		ln = tls.NewListener(ln, &tls.Config{GetCertificate: w.certs.getCertificate, MinVersion: tls.VersionTLS12})
 	}

@@ -76,9 +76,10 @@ type workerHello struct {
 	TrustedProxies      []string `json:"trusted_proxies"`
 	GossipHost          string   `json:"gossip_host"` // bind here, on a port of its own
 	GossipKey           []byte   `json:"gossip_key"`
-	Join                []string `json:"join"` // gossip addresses: the control and the members that count quotas
-	TLS                 bool     `json:"tls"`  // a TLS listener follows the data plane's
-	Pin                 bool     `json:"pin"`  // run on one CPU of those the node may use: the slot's
+	Join                []string `json:"join"`      // gossip addresses: the control and the members that count quotas
+	TLS                 bool     `json:"tls"`       // a TLS listener follows the data plane's
+	Pin                 bool     `json:"pin"`       // run on one CPU of those the node may use: the slot's
+	Netpoller           bool     `json:"netpoller"` // serve and dial through the runtime's netpoller
 	LogLevel            string   `json:"log_level"`
 }
 

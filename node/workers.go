@@ -280,7 +280,7 @@ func (p *workerPool) hello(slot int) workerHello {
 		NodeID: cfg.NodeID, Index: slot, BaseDomain: cfg.BaseDomain, MaxBodySize: cfg.MaxBodySize,
 		NonceCapacity: cfg.NonceCapacity, SubdomainDailyLimit: cfg.SubdomainDailyLimit,
 		TrustedProxies: cfg.TrustedProxies, GossipHost: host, GossipKey: cfg.GossipKey,
-		Join: append([]string{p.n.gossip.Addr()}, cfg.Join...), TLS: p.n.tlsLn != nil, LogLevel: level, Workers: len(p.procs), Pin: cfg.PinWorkers,
+		Join: append([]string{p.n.gossip.Addr()}, cfg.Join...), TLS: p.n.tlsLn != nil, LogLevel: level, Workers: len(p.procs), Pin: cfg.PinWorkers, Netpoller: cfg.Netpoller,
 	}
 }
 

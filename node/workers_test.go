@@ -537,3 +537,29 @@ func TestPinnedCPU(t *testing.T) {
 		}
 	}
 }
+
+// TestNodeServesThroughTheNetpoller: with --netpoller the data plane serves through
+// the runtime's netpoller instead of the poller, in the node's process and in workers.
+func TestNodeServesThroughTheNetpoller(t *testing.T) {
+	for _, workers := range []int{0, 2} {
+		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
+			n := startNode(t, fmt.Sprintf("netpoller-%d", workers), func(cfg *Config) {
+				if workers > 0 {
+					withWorkers(workers)(cfg)
+				}
+				cfg.Netpoller = true
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			client := NewClient("http://"+n.AdminAddr(), n.Token())
+			if _, err := client.Apply(ctx, workersBundle(1_000_000, `{"ok":true}`), false); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 10 {
+				if st, code, body := signedCall(t, n.DataAddr()); st != 200 || body != `{"ok":true}` {
+					t.Fatalf("call %d: %d %s %s", i, st, code, body)
+				}
+			}
+		})
+	}
+}

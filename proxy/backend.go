@@ -614,6 +614,9 @@ func (b *builder) client(scheme, addr, serverName, ca string) (*backendClient, e
 		}
 	}
 	c := newBackendClient(addr, cfg, b.p.cfg.MaxBackendConns, b.p.cfg.MaxResponseBodySize)
+	if b.p.cfg.Netpoller {
+		c.dial = dialBackendNetpoller
+	}
 	b.p.clients[key] = c
 	return c, nil
 }

@@ -194,6 +194,16 @@ func dialBackend(addr string, timeout time.Duration) (net.Conn, error) {
 	return pollDial(c), nil
 }
 
+// dialBackendNetpoller dials a backend connection that stays with the runtime's
+// netpoller, as a fastConn (Config.Netpoller).
+func dialBackendNetpoller(addr string, timeout time.Duration) (net.Conn, error) {
+	c, err := fasthttp.DialTimeout(addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return newFastConn(c), nil
+}
+
 // peerIPCache returns where a connection keeps its peer's address formatted, or nil.
 func peerIPCache(c net.Conn) *[]byte {
 	switch c := c.(type) {

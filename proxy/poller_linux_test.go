@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/fsm"
 	"github.com/valyala/fasthttp"
 )
 
@@ -511,4 +512,39 @@ func echoServer(tb testing.TB) string {
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// Config.Netpoller keeps backend connections with the runtime's netpoller (fastConn);
+// by default they join the poller. Either way the call is served.
+func TestNetpollerChoosesTheBackendConnections(t *testing.T) {
+	for _, netpoller := range []bool{false, true} {
+		t.Run(fmt.Sprintf("netpoller=%v", netpoller), func(t *testing.T) {
+			addr := startBackend(t, func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("ok") })
+			st := newStateOf().api("weather", "city", httpDef("GET", "/city", "http://"+addr, ""), fsm.StageRelease)
+			g := startProxy(t, Config{Netpoller: netpoller}, st.s)
+			if r := g.call(t, "GET", "weather.localhost", "/city", nil); r.status != 200 || r.body != "ok" {
+				t.Fatalf("call: %d %q", r.status, r.body)
+			}
+			g.p.mu.Lock()
+			var conns []net.Conn
+			for _, c := range g.p.clients {
+				c.mu.Lock()
+				for _, cc := range c.idle {
+					conns = append(conns, cc.c)
+				}
+				c.mu.Unlock()
+			}
+			g.p.mu.Unlock()
+			if len(conns) == 0 {
+				t.Fatal("no idle backend connection after the call")
+			}
+			for _, c := range conns {
+				_, isPoll := c.(*pollConn)
+				_, isFast := c.(*fastConn)
+				if netpoller && !isFast || !netpoller && !isPoll {
+					t.Errorf("Netpoller %v: a backend connection is a %T", netpoller, c)
+				}
+			}
+		})
+	}
 }

@@ -40,6 +40,10 @@ type Config struct {
 	// ReadTimeout, WriteTimeout and IdleTimeout bound client connections. Defaults 60s,
 	// 60s and 120s.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// Netpoller dials backends through the runtime's netpoller instead of the poller
+	// (Linux): a wait costs about 1 µs less CPU at light load, a request about 5% more
+	// under load (README). Listeners choose for themselves: NewPollListener or not.
+	Netpoller bool
 	// Registerer receives the data plane's metrics; nil records none.
 	Registerer prometheus.Registerer
 	// Ready answers /readyz for a Host that names no group. Nil means ready once the
