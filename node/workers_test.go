@@ -539,15 +539,19 @@ func TestPinnedCPU(t *testing.T) {
 }
 
 // TestNodeServesThroughTheNetpoller: with --netpoller the data plane serves through
-// the runtime's netpoller instead of the poller, in the node's process and in workers.
+// the runtime's netpoller instead of the poller, in the node's process and in workers;
+// without it, through the poller.
 func TestNodeServesThroughTheNetpoller(t *testing.T) {
-	for _, workers := range []int{0, 2} {
-		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
-			n := startNode(t, fmt.Sprintf("netpoller-%d", workers), func(cfg *Config) {
-				if workers > 0 {
-					withWorkers(workers)(cfg)
+	for _, tc := range []struct {
+		workers   int
+		netpoller bool
+	}{{0, true}, {0, false}, {2, true}, {2, false}} {
+		t.Run(fmt.Sprintf("workers=%d/netpoller=%v", tc.workers, tc.netpoller), func(t *testing.T) {
+			n := startNode(t, fmt.Sprintf("netpoller-%d-%v", tc.workers, tc.netpoller), func(cfg *Config) {
+				if tc.workers > 0 {
+					withWorkers(tc.workers)(cfg)
 				}
-				cfg.Netpoller = true
+				cfg.Netpoller = tc.netpoller
 			})
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
@@ -560,6 +564,40 @@ func TestNodeServesThroughTheNetpoller(t *testing.T) {
 					t.Fatalf("call %d: %d %s %s", i, st, code, body)
 				}
 			}
+			if tc.workers == 0 {
+				// The poller wraps the node's own listener; the netpoller leaves it be.
+				if _, plain := n.dataLn.(*net.TCPListener); plain != tc.netpoller {
+					t.Errorf("data listener is a %T", n.dataLn)
+				}
+				return
+			}
+			// A worker with the poller holds an epoll set of its own beside the runtime's.
+			want := 2
+			if tc.netpoller {
+				want = 1
+			}
+			for _, pid := range n.pool.pids() {
+				if got := epollSets(t, pid); got != want {
+					t.Errorf("worker %d holds %d epoll sets, want %d", pid, got, want)
+				}
+			}
 		})
 	}
+}
+
+// epollSets counts the epoll descriptors process pid holds.
+func epollSets(t *testing.T, pid int) int {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if l, err := os.Readlink(dir + "/" + e.Name()); err == nil && l == "anon_inode:[eventpoll]" {
+			n++
+		}
+	}
+	return n
 }

@@ -488,17 +488,8 @@ func NewPollListener(ln net.Listener) net.Listener {
 	if !ok {
 		return ln
 	}
-	p, err := processPoller()
+	ls, err := joinPoller(tl, tl.Addr(), nil, true)
 	if err != nil {
-		return ln
-	}
-	fd, err := dupSocket(tl)
-	if err != nil {
-		return ln
-	}
-	ls, err := p.register(fd, tl.Addr(), nil, true)
-	if err != nil {
-		syscall.Close(fd)
 		return ln
 	}
 	return &pollListener{Listener: ln, ls: ls}
@@ -524,7 +515,7 @@ func (l *pollListener) Accept() (net.Conn, error) {
 		case syscall.EAGAIN:
 			continue
 		case syscall.ECONNABORTED, syscall.EINTR:
-			ls.r.ready.Store(1) // the peer gave up before we took it
+			ls.r.ready.Store(1) // a peer that gave up before we took it, or a signal
 			continue
 		default:
 			ls.r.ready.Store(1)
@@ -581,22 +572,32 @@ func pollDial(c net.Conn) net.Conn {
 	if !ok {
 		return c
 	}
-	p, err := processPoller()
+	pc, err := joinPoller(tc, tc.LocalAddr(), tc.RemoteAddr(), false)
 	if err != nil {
-		return newFastConn(c)
-	}
-	nfd, err := dupSocket(tc)
-	if err != nil {
-		return newFastConn(c)
-	}
-	pc, err := p.register(nfd, tc.LocalAddr(), tc.RemoteAddr(), false)
-	if err != nil {
-		syscall.Close(nfd)
 		return newFastConn(c)
 	}
 	// The duplicate shares the socket: closing the original leaves the connection open.
 	tc.Close()
 	return pc
+}
+
+// joinPoller registers a duplicate of c's socket in the process's poller; the caller
+// keeps c (and closes it when the duplicate is to be the only one).
+func joinPoller(c syscall.Conn, laddr, raddr net.Addr, listener bool) (*pollConn, error) {
+	p, err := processPoller()
+	if err != nil {
+		return nil, err
+	}
+	fd, err := dupSocket(c)
+	if err != nil {
+		return nil, err
+	}
+	pc, err := p.register(fd, laddr, raddr, listener)
+	if err != nil {
+		syscall.Close(fd)
+		return nil, err
+	}
+	return pc, nil
 }
 
 // dupSocket returns a close-on-exec duplicate of a socket's descriptor.
