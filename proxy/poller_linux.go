@@ -128,6 +128,9 @@ func (p *poller) gatherEvents(_ uintptr) bool {
 			if c == nil || c.seq != uint32(ev.Pad) {
 				continue // closed since; its fd may already be another's
 			}
+			if ev.Events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+				c.r.hup.Store(1)
+			}
 			if ev.Events&(syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
 				c.r.signal()
 			}
@@ -220,7 +223,11 @@ type pollConn struct {
 
 // pollWait is one direction's readiness.
 type pollWait struct {
-	ready    atomic.Uint32 // an event came since the last read that drained the socket
+	ready atomic.Uint32 // an event came since the last read that drained the socket
+	// hup: the peer closed its side (or the socket failed). A short read then does
+	// not drain the socket: its end is still to be read, and no further event will
+	// say so when it came with the last data.
+	hup      atomic.Uint32
 	waiting  atomic.Uint32
 	deadline atomic.Int64 // unix ns; 0: none
 	wake     chan struct{}
@@ -320,8 +327,8 @@ func (c *pollConn) Read(b []byte) (int, error) {
 			n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(c.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), 0, 0, 0)
 			switch e {
 			case 0:
-				if n == 0 || int(n) == len(b) {
-					c.r.ready.Store(1) // at the end, or more may be there
+				if n == 0 || int(n) == len(b) || c.r.hup.Load() != 0 {
+					c.r.ready.Store(1) // at the end, or more (or the end) may be there
 				}
 				if n == 0 {
 					return 0, io.EOF

@@ -222,6 +222,38 @@ func TestPollConnEOFStays(t *testing.T) {
 	}
 }
 
+// The peer's last data and its FIN in one segment make one event: the short read of
+// the data must not count the socket drained, or the end is never read (no event
+// comes for it). Corking the peer sends both together.
+func TestPollConnReadsTheEndThatCameWithTheData(t *testing.T) {
+	for range 20 {
+		c, peer := pollPair(t)
+		rc, err := peer.(*net.TCPConn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_CORK, 1) })
+		if _, err := peer.Write([]byte("last words")); err != nil {
+			t.Fatal(err)
+		}
+		peer.Close()
+		time.Sleep(5 * time.Millisecond) // the gatherer has taken the one event
+		done := make(chan string, 1)
+		go func() {
+			got, err := io.ReadAll(c)
+			done <- fmt.Sprintf("%s %v", got, err)
+		}()
+		select {
+		case got := <-done:
+			if got != "last words <nil>" {
+				t.Fatalf("ReadAll: %s", got)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the end that came with the data was never read")
+		}
+	}
+}
+
 // A write larger than the socket's buffers waits for the peer to read (EAGAIN, then
 // the poller's EPOLLOUT) and delivers every byte in order.
 func TestPollConnLargeWriteWaitsForTheReader(t *testing.T) {
