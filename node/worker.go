@@ -149,6 +149,7 @@ func startWorker(h workerHello, fc *frameConn, conn net.Conn, log *slog.Logger) 
 	w.limiter.Start()
 	w.proxy, err = proxy.New(proxy.Config{
 		Netpoller:           h.Netpoller,
+		EventLoop:           !h.Netpoller, // a worker runs the data plane on one P
 		BaseDomain:          h.BaseDomain,
 		MaxBodySize:         h.MaxBodySize,
 		Registerer:          reg,

@@ -106,8 +106,16 @@ func newMock(b *fsm.Backend) (Step, error) {
 
 func (m *mock) serve(c *Call) bool {
 	if m.delay > 0 {
+		if c.lc != nil {
+			// The event loop must not sleep: the answer comes after the delay.
+			return c.lc.after(c, m.delay, m.answer)
+		}
 		time.Sleep(m.delay)
 	}
+	return m.answer(c)
+}
+
+func (m *mock) answer(c *Call) bool {
 	resp := &c.Ctx.Response
 	resp.SetStatusCode(m.status)
 	for _, h := range m.headers {
@@ -401,12 +409,22 @@ func (h *httpBackend) serve(c *Call) bool {
 	// Offsets from c.Start read only the monotonic clock: time.Now reads the wall
 	// clock as well, which nothing here needs.
 	sent := time.Since(c.Start)
+	if c.lc != nil {
+		// Served by the event loop: the answer comes as an event, not by waiting here.
+		return c.lc.forward(c, h, sent)
+	}
 	err := h.client.do(req, &ctx.Response, c.Start, c.Start.Add(sent+h.timeout))
+	return h.answered(c, sent, err)
+}
+
+// answered finishes a backend call that went out sent after the call's start: the
+// backend's time, and its answer or the error answer.
+func (h *httpBackend) answered(c *Call, sent time.Duration, err error) bool {
 	c.BackendTime = time.Since(c.Start) - sent
 	if err != nil {
 		return c.Fail(backendError(err))
 	}
-	resp := &ctx.Response
+	resp := &c.Ctx.Response
 	stripResponseHopByHop(&resp.Header, c)
 	// A backend closing its connection says nothing about the client's.
 	resp.Header.ResetConnectionClose()

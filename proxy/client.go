@@ -117,13 +117,33 @@ func (b *backendClient) roundTrip(cc *backendConn, req *fasthttp.Request, resp *
 	if err := cc.c.SetReadDeadline(deadline); err != nil {
 		return err
 	}
+	return b.readAnswer(cc.br, req, resp)
+}
+
+// readAnswer reads the answer to req from br into resp.
+func (b *backendClient) readAnswer(br *bufio.Reader, req *fasthttp.Request, resp *fasthttp.Response) error {
 	// Whether a body follows is the backend request's method, not the client's (a
 	// HEAD may go out as a GET); the client's own HEAD still gets no body.
 	skip := resp.SkipBody
 	resp.SkipBody = req.Header.IsHead()
-	err = resp.ReadLimitBody(cc.br, b.maxBody)
+	err := resp.ReadLimitBody(br, b.maxBody)
 	resp.SkipBody = skip
 	return err
+}
+
+// idleConn returns the most recently used idle connection, or nil: it neither dials
+// nor waits (the event loop's fast path).
+func (b *backendClient) idleConn() *backendConn {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := len(b.idle)
+	if n == 0 {
+		return nil
+	}
+	cc := b.idle[n-1]
+	b.idle[n-1] = nil
+	b.idle = b.idle[:n-1]
+	return cc
 }
 
 // acquire returns an idle connection (reused) or a new one, waiting up to maxWait

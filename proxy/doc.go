@@ -68,6 +68,14 @@
 // where Go's netpoller reads first and waits on EAGAIN (two failing reads per proxied
 // request). Deadlines are kept coarsely, at most 50 ms late, never early.
 //
+// With Config.EventLoop (a node's workers, which run the data plane on one P each) the
+// poller's goroutine serves client connections itself, as an nginx worker does: it
+// reads a request when its event comes, runs the route's steps, sends the backend
+// request and goes back to its events; the backend's answer is another event, from
+// which it finishes the request. No goroutine is parked or woken per request. What it
+// does not frame itself (chunked or expected request bodies, large ones, answers read
+// to the close, TLS) goes to fasthttp's server or a goroutine (see eventLoop).
+//
 // Every response carries X-Ca-Request-Id; every error also X-Ca-Error-Code,
 // X-Ca-Error-Message and a small JSON body, from the one table in errors.go.
 package proxy

@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -12,6 +13,11 @@ import (
 	"github.com/tollgate/tollgate/signature"
 	"github.com/valyala/fasthttp"
 )
+
+// eventLoopUnderTest serves every gateway startProxy starts through the event loop
+// (Config.EventLoop, on a poller listener): `make test` runs this package a second
+// time with TOLLGATE_TEST_EVENT_LOOP=1, so every test here holds for both paths.
+var eventLoopUnderTest = os.Getenv("TOLLGATE_TEST_EVENT_LOOP") == "1"
 
 // stateOf builds fsm states for tests the way the FSM would hold them.
 type stateOf struct{ s *fsm.State }
@@ -97,6 +103,9 @@ func startProxy(t testing.TB, cfg Config, s *fsm.State) *testGateway {
 	if cfg.NodeID == "" {
 		cfg.NodeID = "test-node"
 	}
+	if eventLoopUnderTest {
+		cfg.EventLoop = true
+	}
 	p, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -104,11 +113,15 @@ func startProxy(t testing.TB, cfg Config, s *fsm.State) *testGateway {
 	if s != nil {
 		p.Update(s)
 	}
-	ln := listen(t)
+	var ln net.Listener = listen(t)
+	addr := ln.Addr().String()
+	if cfg.EventLoop {
+		ln = NewPollListener(ln)
+	}
 	done := make(chan error, 1)
 	go func() { done <- p.Serve(ln) }()
-	g := &testGateway{p: p, addr: ln.Addr().String(), reg: reg,
-		client: &fasthttp.HostClient{Addr: ln.Addr().String(), ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, MaxConns: 64,
+	g := &testGateway{p: p, addr: addr, reg: reg,
+		client: &fasthttp.HostClient{Addr: addr, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, MaxConns: 64,
 			ReadBufferSize:         64 << 10, // reads any answer the gateway may give
 			DisablePathNormalizing: true}}    // send test paths byte for byte
 	t.Cleanup(func() {

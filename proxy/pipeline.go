@@ -54,6 +54,13 @@ type Call struct {
 	sig signature.Scratch // app signature check and backend signing
 	ps  param.Scratch     // parameter verification and conversion
 	sys param.System
+
+	// lc is the event loop's connection the request came on, nil when a goroutine
+	// serves it; pending says the last step handed the request to the loop, which
+	// finishes it (and records it under series) when the answer comes.
+	lc      *loopConn
+	pending bool
+	series  *series
 }
 
 func (c *Call) reset() {
@@ -71,6 +78,9 @@ func (c *Call) reset() {
 	}
 	c.sys = param.System{}
 	c.failed = nil
+	c.lc = nil
+	c.pending = false
+	c.series = nil
 }
 
 // Param returns the decoded value of the path parameter name, or nil. The slice is

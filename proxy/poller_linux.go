@@ -49,6 +49,9 @@ type poller struct {
 	// now is the sweeper's clock (unix ns), at most a tick behind: a wait compares
 	// deadlines with it instead of reading the clock.
 	now atomic.Int64
+	// loop serves the connections of proxies with Config.EventLoop from the
+	// gathering goroutine (loop_linux.go).
+	loop *eventLoop
 }
 
 const pollTick = 25 * time.Millisecond
@@ -86,6 +89,10 @@ func newPoller() (*poller, error) {
 	p := &poller{epfd: epfd, file: f, rc: rc, woken: make(chan struct{}, 1), done: make(chan struct{})}
 	p.gather = p.gatherEvents
 	p.now.Store(time.Now().UnixNano())
+	if p.loop, err = newEventLoop(p); err != nil {
+		f.Close()
+		return nil, err
+	}
 	go p.run()
 	go p.sweep()
 	return p, nil
@@ -122,24 +129,40 @@ func (p *poller) gatherEvents(_ uintptr) bool {
 		default:
 			return true
 		}
-		for i := range int(n) {
-			ev := &p.events[i]
-			c := p.conns.get(int(ev.Fd))
-			if c == nil || c.seq != uint32(ev.Pad) {
-				continue // closed since; its fd may already be another's
-			}
-			if ev.Events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
-				c.r.hup.Store(1)
-			}
-			if ev.Events&(syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
-				c.r.signal()
-			}
-			if ev.Events&(syscall.EPOLLOUT|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
-				c.w.signal()
-			}
-		}
+		p.dispatch(int(n))
 		if int(n) < len(p.events) {
 			return false
+		}
+	}
+}
+
+// dispatch hands the first n gathered events to their connections, or to the loop.
+func (p *poller) dispatch(n int) {
+	for i := range n {
+		ev := &p.events[i]
+		c := p.conns.get(int(ev.Fd))
+		if c == nil || c.seq != uint32(ev.Pad) {
+			continue // closed since; its fd may already be another's
+		}
+		if ev.Events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+			c.r.hup.Store(1)
+		}
+		switch {
+		case c.lc != nil:
+			p.loop.clientEvent(c.lc, ev.Events)
+			continue
+		case c.lb != nil:
+			p.loop.backendEvent(c.lb, ev.Events)
+			continue
+		case c == p.loop.wake:
+			p.loop.runPosted()
+			continue
+		}
+		if ev.Events&(syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+			c.r.signal()
+		}
+		if ev.Events&(syscall.EPOLLOUT|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+			c.w.signal()
 		}
 	}
 }
@@ -168,6 +191,7 @@ func (p *poller) sweep() {
 		}
 		ns := now.UnixNano()
 		p.now.Store(ns)
+		p.loop.tick()
 		p.conns.each(func(c *pollConn) {
 			c.r.expire(ns)
 			c.w.expire(ns)
@@ -219,6 +243,11 @@ type pollConn struct {
 	destroyed atomic.Bool
 	peerIP    []byte // the client's address as X-Forwarded-For has it, once a request used it
 	listener  bool
+	// lc is set while the event loop serves this client connection, lb while the
+	// loop waits for this backend connection's answer. Only the gathering
+	// goroutine reads or writes them: events for such a connection go to the loop
+	// instead of waking a waiter.
+	lc, lb *loopConn
 }
 
 // pollWait is one direction's readiness.
