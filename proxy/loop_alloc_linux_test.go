@@ -3,7 +3,6 @@
 package proxy
 
 import (
-	"bytes"
 	"net"
 	"testing"
 	"time"
@@ -45,38 +44,4 @@ func TestZeroAllocEventLoop(t *testing.T) {
 		}
 	}
 	servedByLoop(t, g, 1)
-}
-
-// readAnswerInto reads one Content-Length answer into buf without allocating and
-// returns its status.
-func readAnswerInto(t *testing.T, c net.Conn, buf []byte) int {
-	n := 0
-	for {
-		m, err := c.Read(buf[n:])
-		if err != nil {
-			t.Fatal(err)
-		}
-		n += m
-		end := bytes.Index(buf[:n], crlfCrlf)
-		if end < 0 {
-			continue
-		}
-		i := bytes.Index(buf[:end], []byte("\r\nContent-Length: "))
-		if i < 0 {
-			t.Fatalf("no Content-Length in %q", buf[:end])
-		}
-		length := 0
-		for _, d := range buf[i+len("\r\nContent-Length: ") : end+2] {
-			if d < '0' || d > '9' {
-				break
-			}
-			length = length*10 + int(d-'0')
-		}
-		if n == end+4+length {
-			return int(buf[9]-'0')*100 + int(buf[10]-'0')*10 + int(buf[11]-'0')
-		}
-		if n > end+4+length {
-			t.Fatalf("more than one answer: %q", buf[:n])
-		}
-	}
 }

@@ -23,7 +23,7 @@ import (
 // parked goroutine. The backend's answer is another event; the loop finishes the
 // request from it and writes the response. No goroutine is woken, parked or
 // scheduled for a request, which under load was the largest cost left between a
-// worker and nginx (see README, "Speed").
+// worker and nginx (README, "Figures").
 //
 // It is for processes that run the data plane on one P (a node's workers): the loop
 // is one goroutine, so a process with more Ps would serve on one of them.
@@ -45,8 +45,8 @@ import (
 //
 // Deadlines are checked on the sweeper's tick: never early; a backend's at most two
 // ticks late, as the poller's, a client's at most three (they are set from the
-// sweeper's clock, not read from the system's). All state of a loopConn is the gathering
-// goroutine's; other goroutines reach the loop only through post.
+// sweeper's clock, not read from the system's). All state of a loopConn is the
+// gathering goroutine's; other goroutines reach the loop only through post.
 type eventLoop struct {
 	po     *poller
 	wake   *pollConn // an eventfd in the set: post writes it
@@ -71,8 +71,8 @@ type eventLoop struct {
 }
 
 const (
-	// loopMaxRequest is the largest request (headers and body) the loop reads
-	// itself; a larger one goes to fasthttp's server, which reads it as it comes.
+	// loopMaxRequest is the largest request body the loop reads itself; a larger
+	// one goes to fasthttp's server, which reads it as it comes.
 	loopMaxRequest = 64 << 10
 	// loopMaxAnswer is the largest backend answer the loop gathers before a
 	// goroutine reads the rest.
@@ -97,6 +97,13 @@ func newEventLoop(po *poller) (*eventLoop, error) {
 	if err != nil {
 		syscall.Close(int(fd))
 		return nil, err
+	}
+	// Readable only: an eventfd is always writable, and each read would bring an
+	// EPOLLOUT edge of its own.
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | epollET, Fd: int32(fd), Pad: int32(w.seq)}
+	if err := syscall.EpollCtl(po.epfd, syscall.EPOLL_CTL_MOD, int(fd), &ev); err != nil {
+		_ = w.Close()
+		return nil, os.NewSyscallError("epoll_ctl", err)
 	}
 	l.wake = w
 	return l, nil

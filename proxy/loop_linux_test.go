@@ -530,3 +530,83 @@ func TestFraming(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkServeLoopback: one request and its answer over a loopback connection, the
+// event loop against fasthttp's server (a goroutine per connection), both on the
+// poller, with a mock backend and with an http one. Run with -cpu 1, as a worker
+// runs: go test -run '^$' -bench ServeLoopback -cpu 1 ./proxy/
+func BenchmarkServeLoopback(b *testing.B) {
+	addr := startBackend(b, func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString(`{"ok":true}`) })
+	s := newStateOf().api("g", "mock", mockDef("GET", "/mock", `{"ok":true}`), fsm.StageRelease).
+		api("g", "http", httpDef("GET", "/http", "http://"+addr, "/"), fsm.StageRelease).s
+	for _, mode := range []struct {
+		name string
+		loop bool
+	}{{"loop", true}, {"goroutines", false}} {
+		for _, path := range []string{"/mock", "/http"} {
+			b.Run(mode.name+path, func(b *testing.B) {
+				p, err := New(Config{EventLoop: mode.loop})
+				if err != nil {
+					b.Fatal(err)
+				}
+				p.Update(s)
+				ln := listen(b)
+				go func() { _ = p.Serve(NewPollListener(ln)) }()
+				defer func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					defer cancel()
+					_ = p.Shutdown(ctx)
+				}()
+				c, err := net.Dial("tcp", ln.Addr().String())
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer c.Close()
+				req := []byte("GET " + path + " HTTP/1.1\r\nHost: g.localhost\r\n\r\n")
+				buf := make([]byte, 4096)
+				for b.Loop() {
+					if _, err := c.Write(req); err != nil {
+						b.Fatal(err)
+					}
+					if readAnswerInto(b, c, buf) != 200 {
+						b.Fatal("not 200")
+					}
+				}
+			})
+		}
+	}
+}
+
+// readAnswerInto reads one Content-Length answer into buf without allocating and
+// returns its status.
+func readAnswerInto(t testing.TB, c net.Conn, buf []byte) int {
+	n := 0
+	for {
+		m, err := c.Read(buf[n:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += m
+		end := bytes.Index(buf[:n], crlfCrlf)
+		if end < 0 {
+			continue
+		}
+		i := bytes.Index(buf[:end], []byte("\r\nContent-Length: "))
+		if i < 0 {
+			t.Fatalf("no Content-Length in %q", buf[:end])
+		}
+		length := 0
+		for _, d := range buf[i+len("\r\nContent-Length: ") : end+2] {
+			if d < '0' || d > '9' {
+				break
+			}
+			length = length*10 + int(d-'0')
+		}
+		if n == end+4+length {
+			return int(buf[9]-'0')*100 + int(buf[10]-'0')*10 + int(buf[11]-'0')
+		}
+		if n > end+4+length {
+			t.Fatalf("more than one answer: %q", buf[:n])
+		}
+	}
+}

@@ -47,8 +47,9 @@ type Config struct {
 	// workers do. Connections that are not the poller's are served as without it.
 	EventLoop bool
 	// Netpoller dials backends through the runtime's netpoller instead of the poller
-	// (Linux): a wait costs about 1 µs less CPU at light load, a request about 5% more
-	// under load (README). Listeners choose for themselves: NewPollListener or not.
+	// (Linux) and turns EventLoop off: a goroutine per connection, a request about 5%
+	// more CPU under load without the loop, 8% more against it (README). Listeners
+	// choose for themselves: NewPollListener or not.
 	Netpoller bool
 	// Registerer receives the data plane's metrics; nil records none.
 	Registerer prometheus.Registerer
