@@ -402,8 +402,7 @@ func (l *eventLoop) consumed(b []byte) int { return len(b) - l.rd.Len() - l.br.B
 // serve runs the request parsed into lc.ctx.
 func (l *eventLoop) serve(lc *loopConn) {
 	ctx := lc.ctx
-	req := &ctx.Request
-	ctx.Response.Reset()
+	req := &ctx.Request // parseRequest reset it; respond left the response reset
 	lc.deadline = 0
 	lc.served++
 	lc.closeAfter = req.Header.ConnectionClose()
@@ -448,8 +447,7 @@ func (l *eventLoop) respond(lc *loopConn) {
 		lc.out = lc.out[:0]
 		lc.closeAfter = true // the client is gone
 	}
-	req.Reset()
-	resp.Reset()
+	resp.Reset() // the request is reset when the next one is parsed
 	if cs := lc.p.cfg.ConnState; cs != nil {
 		cs(lc.c, fasthttp.StateIdle)
 	}
