@@ -813,60 +813,6 @@ func (l *eventLoop) closeIdle(p *Proxy) {
 	}
 }
 
-// errWouldBlock: the socket has nothing to read, or no room to write, now.
-var errWouldBlock = errors.New("would block")
-
-// readNow reads what the socket holds without waiting: errWouldBlock when it holds
-// nothing, io.EOF at its end.
-func (c *pollConn) readNow(b []byte) (int, error) {
-	if c.r.ready.Load() == 0 {
-		return 0, errWouldBlock
-	}
-	c.r.ready.Store(0)
-	for {
-		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(c.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), 0, 0, 0)
-		switch e {
-		case 0:
-			if n == 0 {
-				c.r.ready.Store(1)
-				return 0, io.EOF
-			}
-			if int(n) == len(b) || c.r.hup.Load() != 0 {
-				c.r.ready.Store(1) // more (or the end) may be there
-			}
-			return int(n), nil
-		case syscall.EAGAIN:
-			return 0, errWouldBlock
-		case syscall.EINTR:
-			continue
-		}
-		c.r.ready.Store(1)
-		return 0, c.opError("read", os.NewSyscallError("recvfrom", e))
-	}
-}
-
-// writeNow writes as much of b as the socket takes without waiting: errWouldBlock
-// with the count when it took less.
-func (c *pollConn) writeNow(b []byte) (int, error) {
-	written := 0
-	for written < len(b) {
-		rest := b[written:]
-		c.w.ready.Store(0)
-		n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, uintptr(c.fd), uintptr(unsafe.Pointer(unsafe.SliceData(rest))), uintptr(len(rest)), syscall.MSG_NOSIGNAL, 0, 0)
-		switch e {
-		case 0:
-			written += int(n)
-			continue
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return written, errWouldBlock
-		}
-		return written, c.opError("write", os.NewSyscallError("sendto", e))
-	}
-	return written, nil
-}
-
 // finishRoundTrip sends the rest of a request the loop began to write on cc and reads
 // the answer, on a goroutine.
 func (b *backendClient) finishRoundTrip(cc *backendConn, rest []byte, req *fasthttp.Request, resp *fasthttp.Response, start, deadline time.Time) error {

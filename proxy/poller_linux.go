@@ -350,27 +350,9 @@ func (c *pollConn) Read(b []byte) (int, error) {
 	}
 	defer c.release()
 	for {
-		if c.r.ready.Load() != 0 {
-			// Cleared before the call: an event that comes during it sets it again.
-			c.r.ready.Store(0)
-			n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(c.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), 0, 0, 0)
-			switch e {
-			case 0:
-				if n == 0 || int(n) == len(b) || c.r.hup.Load() != 0 {
-					c.r.ready.Store(1) // at the end, or more (or the end) may be there
-				}
-				if n == 0 {
-					return 0, io.EOF
-				}
-				return int(n), nil
-			case syscall.EAGAIN:
-				continue
-			case syscall.EINTR:
-				c.r.ready.Store(1)
-				continue
-			}
-			c.r.ready.Store(1)
-			return 0, c.opError("read", os.NewSyscallError("recvfrom", e))
+		n, err := c.readNow(b)
+		if err != errWouldBlock {
+			return n, err
 		}
 		if err := c.r.wait(c); err != nil {
 			return 0, c.opError("read", err)
@@ -383,6 +365,56 @@ func (c *pollConn) Write(b []byte) (int, error) {
 		return 0, c.opError("write", net.ErrClosed)
 	}
 	defer c.release()
+	written := 0
+	for {
+		n, err := c.writeNow(b[written:])
+		written += n
+		if err != errWouldBlock {
+			return written, err
+		}
+		if err := c.w.wait(c); err != nil {
+			return written, c.opError("write", err)
+		}
+	}
+}
+
+// errWouldBlock: the socket has nothing to read, or no room to write, now.
+var errWouldBlock = errors.New("would block")
+
+// readNow reads what the socket holds without waiting: errWouldBlock when no event
+// said it is readable (or the read found nothing), io.EOF at its end. Read waits on
+// it; the event loop calls it on sockets only it closes.
+func (c *pollConn) readNow(b []byte) (int, error) {
+	if c.r.ready.Load() == 0 {
+		return 0, errWouldBlock
+	}
+	// Cleared before the call: an event that comes during it sets it again.
+	c.r.ready.Store(0)
+	for {
+		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(c.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), 0, 0, 0)
+		switch e {
+		case 0:
+			if n == 0 || int(n) == len(b) || c.r.hup.Load() != 0 {
+				c.r.ready.Store(1) // at the end, or more (or the end) may be there
+			}
+			if n == 0 {
+				return 0, io.EOF
+			}
+			return int(n), nil
+		case syscall.EAGAIN:
+			return 0, errWouldBlock
+		case syscall.EINTR:
+			continue
+		}
+		c.r.ready.Store(1)
+		return 0, c.opError("read", os.NewSyscallError("recvfrom", e))
+	}
+}
+
+// writeNow writes as much of b as the socket takes without waiting: errWouldBlock,
+// with the count, when it took less. Write waits on it; the event loop calls it on
+// sockets only it closes.
+func (c *pollConn) writeNow(b []byte) (int, error) {
 	written := 0
 	for written < len(b) {
 		rest := b[written:]
@@ -398,10 +430,7 @@ func (c *pollConn) Write(b []byte) (int, error) {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
-			if err := c.w.wait(c); err != nil {
-				return written, c.opError("write", err)
-			}
-			continue
+			return written, errWouldBlock
 		}
 		return written, c.opError("write", os.NewSyscallError("sendto", e))
 	}
