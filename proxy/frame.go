@@ -44,6 +44,9 @@ func frameChunks(b []byte) (int, int) {
 			return 0, frameMore
 		}
 		line := b[pos : pos+i]
+		if bytes.IndexByte(line, '\n') >= 0 {
+			return 0, frameOther // a bare LF: fasthttp would end the line there
+		}
 		if j := bytes.IndexByte(line, ';'); j >= 0 {
 			line = line[:j]
 		}
@@ -70,6 +73,9 @@ func frameChunks(b []byte) (int, int) {
 				j := bytes.Index(b[pos:], crlf)
 				if j < 0 {
 					return 0, frameMore
+				}
+				if bytes.IndexByte(b[pos:pos+j], '\n') >= 0 {
+					return 0, frameOther
 				}
 				pos += j + 2
 				if j == 0 {
