@@ -47,9 +47,9 @@ type Config struct {
 	// workers do. Connections that are not the poller's are served as without it.
 	EventLoop bool
 	// Netpoller dials backends through the runtime's netpoller instead of the poller
-	// (Linux) and turns EventLoop off: a goroutine per connection, a request about 5%
-	// more CPU under load without the loop, 8% more against it (README). Listeners
-	// choose for themselves: NewPollListener or not.
+	// (Linux) and turns EventLoop off: a goroutine per connection, more CPU per
+	// request under load (README, "Figures"). Listeners choose for themselves:
+	// NewPollListener or not.
 	Netpoller bool
 	// Registerer receives the data plane's metrics; nil records none.
 	Registerer prometheus.Registerer
@@ -261,7 +261,9 @@ func (p *Proxy) Index() uint64 { return p.table.Load().index }
 // Serve accepts connections on ln and serves them until Shutdown; it blocks and returns
 // nil after a Shutdown, or the listener's error. Its TCP connections move their
 // deadline timers rarely (see fastConn); for TLS, build the TLS listener over
-// NewListener(ln) so that the connections under TLS do too.
+// NewListener(ln) so that the connections under TLS do too. With Config.EventLoop,
+// the poller's connections (a NewPollListener's) are served by the event loop, the
+// others by fasthttp's server.
 func (p *Proxy) Serve(ln net.Listener) error {
 	if p.cfg.EventLoop && !p.cfg.Netpoller {
 		return p.serveLoop(ln)
