@@ -200,8 +200,10 @@ type loopConn struct {
 	in  []byte // read, not yet served
 	out []byte // answer bytes not yet sent
 	// call is the request whose answer the connection waits for: from the backend
-	// connection cc (an event), or from a goroutine (cc nil; it posts the end).
+	// connection cc (an event), or from a goroutine (cc nil; it posts the end). A
+	// step that leaves the answer for later sets it; series is where it is recorded.
 	call     *Call
+	series   *series
 	h        *httpBackend
 	cc       *backendConn
 	answer   []byte // the backend's answer so far
@@ -247,12 +249,17 @@ func (p *Proxy) serveLoop(ln net.Listener) error {
 			p.handOff(c)
 			continue
 		}
-		if p.cfg.ConnState != nil {
-			p.cfg.ConnState(pc, fasthttp.StateNew)
-		}
+		p.connState(pc, fasthttp.StateNew)
 		po.loop.open.Add(1)
 		p.loopOpen.Add(1)
 		po.loop.post(func() { po.loop.adopt(p, pc) })
+	}
+}
+
+// connState reports a connection's state to Config.ConnState, if set.
+func (p *Proxy) connState(c net.Conn, s fasthttp.ConnState) {
+	if cs := p.cfg.ConnState; cs != nil {
+		cs(c, s)
 	}
 }
 
@@ -406,17 +413,14 @@ func (l *eventLoop) serve(lc *loopConn) {
 	lc.deadline = 0
 	lc.served++
 	lc.closeAfter = req.Header.ConnectionClose()
-	if cs := lc.p.cfg.ConnState; cs != nil {
-		cs(lc.c, fasthttp.StateActive)
-	}
+	lc.p.connState(lc.c, fasthttp.StateActive)
 
 	p := lc.p
 	c := p.begin(ctx)
 	c.lc = lc
 	s := p.serve(c, p.table.Load())
-	if c.pending {
-		c.series = s
-		lc.call = c
+	if lc.call != nil { // the last step left the answer to an event or a goroutine
+		lc.series = s
 		return
 	}
 	p.finish(c, s)
@@ -448,9 +452,7 @@ func (l *eventLoop) respond(lc *loopConn) {
 		lc.closeAfter = true // the client is gone
 	}
 	resp.Reset() // the request is reset when the next one is parsed
-	if cs := lc.p.cfg.ConnState; cs != nil {
-		cs(lc.c, fasthttp.StateIdle)
-	}
+	lc.p.connState(lc.c, fasthttp.StateIdle)
 	if len(lc.out) > 0 {
 		lc.deadline = l.deadlineIn(lc.p.cfg.WriteTimeout)
 	}
@@ -481,9 +483,7 @@ func (l *eventLoop) flush(lc *loopConn) bool {
 func (l *eventLoop) close(lc *loopConn) {
 	l.forget(lc)
 	_ = lc.c.Close()
-	if cs := lc.p.cfg.ConnState; cs != nil {
-		cs(lc.c, fasthttp.StateClosed)
-	}
+	lc.p.connState(lc.c, fasthttp.StateClosed)
 }
 
 // forget takes lc off the loop.
@@ -506,9 +506,7 @@ func (l *eventLoop) forget(lc *loopConn) {
 // server for the rest of its life.
 func (l *eventLoop) handOff(lc *loopConn) {
 	l.forget(lc)
-	if cs := lc.p.cfg.ConnState; cs != nil {
-		cs(lc.c, fasthttp.StateClosed) // the server counts it anew when it takes it
-	}
+	lc.p.connState(lc.c, fasthttp.StateClosed) // the server counts it anew when it takes it
 	var c net.Conn = lc.c
 	if len(lc.in) > 0 {
 		c = &replayConn{pollConn: lc.c, pending: lc.in}
@@ -536,7 +534,6 @@ func (c *replayConn) Read(b []byte) (int, error) {
 // goroutine. It returns false: the request is the loop's until the answer comes.
 func (lc *loopConn) forward(c *Call, h *httpBackend, sent time.Duration) bool {
 	l := lc.l
-	c.pending = true
 	req, resp := &c.Ctx.Request, &c.Ctx.Response
 	deadline := c.Start.Add(sent + h.timeout)
 	cc := h.client.idleConn()
@@ -604,7 +601,6 @@ func (lc *loopConn) goForward(c *Call, h *httpBackend, sent time.Duration, deadl
 // after answers the request with answer once d has passed (a mock's delay).
 func (lc *loopConn) after(c *Call, d time.Duration, answer func(*Call) bool) bool {
 	l := lc.l
-	c.pending = true
 	lc.call = c
 	time.AfterFunc(d, func() {
 		l.post(func() {
@@ -651,10 +647,8 @@ func (l *eventLoop) readAnswer(lc *loopConn) {
 	n, verdict := l.parseAnswer(lc.answer, req, resp, lc.h.client.maxBody)
 	switch {
 	case verdict == frameWhole:
-		cc := lc.cc
-		l.unwait(lc)
 		extra := n < len(lc.answer)
-		lc.answer = lc.answer[:0]
+		cc := l.unwait(lc)
 		if extra || eof || resp.ConnectionClose() {
 			lc.h.client.discard(cc)
 		} else {
@@ -663,10 +657,8 @@ func (l *eventLoop) readAnswer(lc *loopConn) {
 		l.backendDone(lc, nil)
 	case verdict == frameOther || len(lc.answer) > loopMaxAnswer:
 		// Not one the loop frames (1xx, read to close, large): a goroutine reads on.
-		cc := lc.cc
-		l.unwait(lc)
 		got := append([]byte(nil), lc.answer...)
-		lc.answer = lc.answer[:0]
+		cc := l.unwait(lc)
 		c, h := lc.call, lc.h
 		go func() {
 			br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(got), cc.c), backendReadBufferSize)
@@ -675,15 +667,12 @@ func (l *eventLoop) readAnswer(lc *loopConn) {
 			l.post(func() { l.backendDone(lc, err) })
 		}()
 	case eof:
-		cc := lc.cc
-		l.unwait(lc)
 		err := io.ErrUnexpectedEOF
 		nothing := len(lc.answer) == 0
 		if nothing {
 			err = io.EOF
 		}
-		lc.answer = lc.answer[:0]
-		lc.h.client.discard(cc)
+		lc.h.client.discard(l.unwait(lc))
 		if nothing && retriable(&lc.call.Ctx.Request, err) {
 			// The backend closed the idle connection before it read the request.
 			c, h := lc.call, lc.h
@@ -739,11 +728,15 @@ func (l *eventLoop) parseAnswer(b []byte, req *fasthttp.Request, resp *fasthttp.
 	return hlen + blen, frameWhole
 }
 
-// unwait stops waiting on lc's backend connection.
-func (l *eventLoop) unwait(lc *loopConn) {
-	lc.cc.c.(*pollConn).lb = nil
+// unwait stops waiting on lc's backend connection, drops what was read of its
+// answer, and returns the connection for the caller to release or discard.
+func (l *eventLoop) unwait(lc *loopConn) *backendConn {
+	cc := lc.cc
+	cc.c.(*pollConn).lb = nil
 	lc.cc = nil
 	lc.deadline = 0
+	lc.answer = lc.answer[:0]
+	return cc
 }
 
 // backendDone finishes lc's request with its backend's answer (or err).
@@ -755,10 +748,9 @@ func (l *eventLoop) backendDone(lc *loopConn, err error) {
 
 // callDone ends the request lc waited for and moves the connection on.
 func (l *eventLoop) callDone(lc *loopConn) {
-	c := lc.call
-	lc.call = nil
-	c.pending = false
-	lc.p.finish(c, c.series)
+	c, s := lc.call, lc.series
+	lc.call, lc.series = nil, nil
+	lc.p.finish(c, s)
 	l.respond(lc)
 	if cap(lc.answer) > loopKeepBuffer {
 		lc.answer = nil // a large answer's buffer is not kept for the next
@@ -779,10 +771,7 @@ func (l *eventLoop) sweep() {
 		}
 		switch {
 		case lc.cc != nil:
-			cc := lc.cc
-			l.unwait(lc)
-			lc.answer = lc.answer[:0]
-			lc.h.client.discard(cc)
+			lc.h.client.discard(l.unwait(lc))
 			l.backendDone(lc, fasthttp.ErrTimeout)
 		case lc.call != nil:
 			continue // a goroutine keeps its own deadline

@@ -264,7 +264,6 @@ func TestLoopReadsEveryAnswerFraming(t *testing.T) {
 		{"/p/empty", ""}, {"/close", "until the close"}, {"/p/plain", "plain"},
 	} {
 		rc.send(get(tc.path))
-		t.Logf("GET %s", tc.path)
 		resp := rc.answer(false)
 		if resp.StatusCode()/100 != 2 || string(resp.Body()) != tc.want {
 			t.Fatalf("%s: %d %.40q, want %.40q", tc.path, resp.StatusCode(), resp.Body(), tc.want)

@@ -56,11 +56,9 @@ type Call struct {
 	sys param.System
 
 	// lc is the event loop's connection the request came on, nil when a goroutine
-	// serves it; pending says the last step handed the request to the loop, which
-	// finishes it (and records it under series) when the answer comes.
-	lc      *loopConn
-	pending bool
-	series  *series
+	// serves it. A step that cannot answer at once hands the request to it
+	// (loopConn.forward, after), and the loop finishes it when the answer comes.
+	lc *loopConn
 }
 
 func (c *Call) reset() {
@@ -79,8 +77,6 @@ func (c *Call) reset() {
 	c.sys = param.System{}
 	c.failed = nil
 	c.lc = nil
-	c.pending = false
-	c.series = nil
 }
 
 // Param returns the decoded value of the path parameter name, or nil. The slice is
