@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/ratelimit"
 	"github.com/valyala/fasthttp"
 )
 
@@ -201,8 +202,20 @@ func TestDecodedPathAccepted(t *testing.T) {
 }
 
 func TestVerifierNonces(t *testing.T) {
+	// The store this package ships, and the cluster's that the node uses.
+	cluster, err := ratelimit.NewNonceStore(ratelimit.NonceConfig{MaxEntries: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	for name, store := range map[string]NonceStore{"local": NewLocalNonceStore(0, 1000), "cluster": cluster} {
+		t.Run(name, func(t *testing.T) { testVerifierNonces(t, store) })
+	}
+}
+
+func testVerifierNonces(t *testing.T, store NonceStore) {
 	sec := []*Secret{NewSecret("s")}
-	v := Verifier{Nonces: NewLocalNonceStore(0, 1000)}
+	v := Verifier{Nonces: store}
 	req, _ := signedRequest(t, fixedSigner("s"), nil)
 	var sc Scratch
 	if err := v.Verify(req, sec, t0, &sc); err != nil {
@@ -218,6 +231,18 @@ func TestVerifierNonces(t *testing.T) {
 	forged, _ := signedRequest(t, fixedSigner("other"), nil)
 	if err := v.Verify(forged, sec, t0, &sc); err != ErrInvalidSignature {
 		t.Errorf("forged: %v", err)
+	}
+	// A forged request carrying a genuine one's nonce must not use it up: the genuine
+	// request that comes after still passes.
+	genuine, _ := signedRequest(t, fixedSigner("s"), nil)
+	forgedCopy := new(fasthttp.Request)
+	genuine.CopyTo(forgedCopy)
+	forgedCopy.Header.Set(HeaderSignature, "bm90IGl0")
+	if err := v.Verify(forgedCopy, sec, t0, &sc); err != ErrInvalidSignature {
+		t.Errorf("forged with a genuine nonce: %v", err)
+	}
+	if err := v.Verify(genuine, sec, t0, &sc); err != nil {
+		t.Errorf("genuine after a forgery with its nonce: %v", err)
 	}
 	req3, _ := signedRequest(t, fixedSigner("s"), nil)
 	req3.Header.Del(HeaderNonce) // unsigned now, and missing
