@@ -1,5 +1,11 @@
 package param
 
+import (
+	"cmp"
+	"slices"
+	"strings"
+)
+
 // standardHeaders are the exact header names (lower-case) that an API which declares
 // parameters still forwards without declaring them: the ones HTTP itself, browsers,
 // proxies and tracing put on a request, which a backend expects to see and a provider
@@ -51,12 +57,27 @@ var standardPrefixes = [...]string{
 // prefixes it may match: StandardHeader runs for every header of every request to an
 // API with declared parameters, and a handful of length checks and byte comparisons
 // cost less than lower-casing the name and hashing it for the map.
+//
+// Within a byte's list the exact names come first (a length check turns most away),
+// then the prefixes, shortest first: X-Ca-* reaches "x-ca-" before it reads
+// "x-forwarded-", and the order is the same in every process (the map's is not).
 var standardByFirst = func() (t [256][]standardName) {
 	for name := range standardHeaders {
 		t[name[0]] = append(t[name[0]], standardName{name: name})
 	}
 	for _, p := range standardPrefixes {
 		t[p[0]] = append(t[p[0]], standardName{name: p, prefix: true})
+	}
+	for _, list := range t {
+		slices.SortFunc(list, func(a, b standardName) int {
+			if a.prefix != b.prefix {
+				if a.prefix {
+					return 1
+				}
+				return -1
+			}
+			return cmp.Or(cmp.Compare(len(a.name), len(b.name)), strings.Compare(a.name, b.name))
+		})
 	}
 	return t
 }()
@@ -72,14 +93,33 @@ func StandardHeader(name []byte) bool {
 	if len(name) == 0 {
 		return false
 	}
-	for _, c := range standardByFirst[lower(name[0])] {
-		if c.prefix {
-			if len(name) > len(c.name) && bytesEqualFold(name[:len(c.name)], c.name) {
+	for _, c := range standardByFirst[lowerByte[name[0]]] {
+		if len(name) == len(c.name) && !c.prefix || len(name) > len(c.name) && c.prefix {
+			if foldsTo(name[:len(c.name)], c.name) {
 				return true
 			}
-		} else if bytesEqualFold(name, c.name) {
-			return true
 		}
 	}
 	return false
 }
+
+// foldsTo reports whether b lower-cased is low; len(b) == len(low).
+func foldsTo(b []byte, low string) bool {
+	for i := range len(low) {
+		if lowerByte[b[i]] != low[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// lowerByte maps ASCII capitals to small letters and every other byte to itself.
+var lowerByte = func() (t [256]byte) {
+	for i := range t {
+		t[i] = byte(i)
+	}
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = byte(c + 'a' - 'A')
+	}
+	return t
+}()

@@ -68,6 +68,8 @@ type eventLoop struct {
 	sock socketWriter
 	bw   *bufio.Writer
 	uri  fasthttp.URI
+
+	calls []*Call // reset Calls for the next requests
 }
 
 const (
@@ -81,6 +83,9 @@ const (
 	loopReadChunk = 4 << 10
 	// loopKeepBuffer is the largest buffer a connection keeps between requests.
 	loopKeepBuffer = 64 << 10
+	// loopKeepCalls is how many idle Calls the loop keeps for itself: requests in
+	// flight at once on a busy loop, not the peak of a burst.
+	loopKeepCalls = 256
 )
 
 func newEventLoop(po *poller) (*eventLoop, error) {
@@ -392,9 +397,13 @@ func (l *eventLoop) parseRequest(lc *loopConn) int {
 		return frameOther
 	}
 	// The server refuses a target its URI parser refuses (400) before the handler.
+	// fasthttp keeps a request's own parse error to itself, so the loop parses into
+	// its URI and hands the request that parse: copying it costs less than the
+	// second parse the handler's first look at the URI would make.
 	if err := l.uri.Parse(req.Header.Host(), req.Header.RequestURI()); err != nil {
 		return frameOther
 	}
+	req.SetURI(&l.uri)
 	rest := copy(lc.in, lc.in[hlen+blen:])
 	lc.in = lc.in[:rest]
 	if rest == 0 && cap(lc.in) > loopKeepBuffer {
@@ -416,15 +425,38 @@ func (l *eventLoop) serve(lc *loopConn) {
 	lc.p.connState(lc.c, fasthttp.StateActive)
 
 	p := lc.p
-	c := p.begin(ctx)
+	c := l.takeCall(p)
+	p.start(c, ctx)
 	c.lc = lc
 	s := p.serve(c, p.table.Load())
 	if lc.call != nil { // the last step left the answer to an event or a goroutine
 		lc.series = s
 		return
 	}
-	p.finish(c, s)
+	l.endCall(lc, c, s)
 	l.respond(lc)
+}
+
+// takeCall returns a reset Call from the loop's own free list: only the loop's
+// goroutine starts and ends its Calls, so it needs none of sync.Pool's care (whose
+// Get and Put were 1% of a worker's CPU). Past loopKeepCalls the pool takes over.
+func (l *eventLoop) takeCall(p *Proxy) *Call {
+	if n := len(l.calls); n > 0 {
+		c := l.calls[n-1]
+		l.calls = l.calls[:n-1]
+		return c
+	}
+	return p.calls.Get().(*Call)
+}
+
+// endCall ends lc's request c and keeps c for the next.
+func (l *eventLoop) endCall(lc *loopConn, c *Call, s *series) {
+	lc.p.end(c, s)
+	if len(l.calls) < loopKeepCalls {
+		l.calls = append(l.calls, c)
+	} else {
+		lc.p.calls.Put(c)
+	}
 }
 
 // respond sends the finished request's response as fasthttp's server would (what the
@@ -750,7 +782,7 @@ func (l *eventLoop) backendDone(lc *loopConn, err error) {
 func (l *eventLoop) callDone(lc *loopConn) {
 	c, s := lc.call, lc.series
 	lc.call, lc.series = nil, nil
-	lc.p.finish(c, s)
+	l.endCall(lc, c, s)
 	l.respond(lc)
 	if cap(lc.answer) > loopKeepBuffer {
 		lc.answer = nil // a large answer's buffer is not kept for the next

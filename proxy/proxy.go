@@ -323,21 +323,31 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 // begin starts a request: a Call from the pool, its clock and its id.
 func (p *Proxy) begin(ctx *fasthttp.RequestCtx) *Call {
 	c := p.calls.Get().(*Call)
-	c.Ctx = ctx
-	c.Start = time.Now()
-	p.ids.next(&c.reqID)
+	p.start(c, ctx)
 	return c
 }
 
-// finish ends a served request: its id on the answer, its metrics under s, and the
-// Call back to the pool.
+// start starts a request on c, a reset Call.
+func (p *Proxy) start(c *Call, ctx *fasthttp.RequestCtx) {
+	c.Ctx = ctx
+	c.Start = time.Now()
+	p.ids.next(&c.reqID)
+}
+
+// finish ends a served request and puts its Call back in the pool.
 func (p *Proxy) finish(c *Call, s *series) {
+	p.end(c, s)
+	p.calls.Put(c)
+}
+
+// end ends a served request: its id on the answer, its metrics under s. It leaves c
+// reset, for the next start.
+func (p *Proxy) end(c *Call, s *series) {
 	resp := &c.Ctx.Response
 	// Set last: an http backend's answer replaces the whole response.
 	resp.Header.SetCanonical(hdrRequestID, c.reqID[:])
 	s.record(resp.StatusCode(), len(resp.Body()), time.Since(c.Start), c.BackendTime)
 	c.reset()
-	p.calls.Put(c)
 }
 
 // serve routes the request and runs the route's steps. It returns the series the
