@@ -298,9 +298,4 @@ func bytesEqualFold(b []byte, s string) bool {
 	return true
 }
 
-func lower(c byte) byte {
-	if c >= 'A' && c <= 'Z' {
-		return c + 'a' - 'A'
-	}
-	return c
-}
+func lower(c byte) byte { return lowerByte[c] }
