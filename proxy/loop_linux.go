@@ -439,7 +439,8 @@ func (l *eventLoop) serve(lc *loopConn) {
 
 // takeCall returns a reset Call from the loop's own free list: only the loop's
 // goroutine starts and ends its Calls, so it needs none of sync.Pool's care (whose
-// Get and Put were 1% of a worker's CPU). Past loopKeepCalls the pool takes over.
+// Get and Put were 1% of a worker's user time). Past loopKeepCalls the pool takes
+// over.
 func (l *eventLoop) takeCall(p *Proxy) *Call {
 	if n := len(l.calls); n > 0 {
 		c := l.calls[n-1]
