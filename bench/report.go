@@ -28,6 +28,7 @@ type report struct {
 	Rows      []*row          `json:"rows"`
 	Notes     []string        `json:"notes,omitempty"`
 	Profiles  []string        `json:"profiles,omitempty"`
+	Gate      []gateResult    `json:"gate,omitempty"`
 	files     string          // where the results went, for the user
 	out       string          // results directory, once known
 	byKey     map[string]*row // scenario/target → row
@@ -264,6 +265,7 @@ func (r *report) finish() {
 		}
 	}
 	r.Rows = sorted
+	r.Gate = r.gate()
 }
 
 // byPlacement summarizes the rounds where x's and nginx's segments both had every
@@ -316,6 +318,7 @@ func (r *report) markdown() string {
 			ratio(x.RatioDirect), ratio(x.RatioNginx), signed(x.P99OverNginx, x.RatioNginx > 0),
 			x.CPUPer10k, ratio(x.CPURatioNginx), ratio(x.CPURatioMedian), x.KernelShare, x.Errors+x.BadStatus+x.BadBody)
 	}
+	r.gateMarkdown(&b)
 	r.placementMarkdown(&b)
 	r.compareMarkdown(&b)
 	if len(r.Notes) > 0 {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math"
 	"strings"
 	"testing"
 )
@@ -40,5 +41,41 @@ func TestCompareMarkdown(t *testing.T) {
 	b.Reset()
 	if r.compareMarkdown(&b); b.Len() != 0 {
 		t.Errorf("a run without -compare-bin printed:\n%s", b.String())
+	}
+}
+
+// TestGateVerdict judges made-up runs: the CPU ratio's interval decides between met,
+// at the line and not met; req/s and p99 past their lines fail the gate outright.
+func TestGateVerdict(t *testing.T) {
+	run := func(rps, p99 float64, cpu ...float64) gateResult {
+		r := &report{Scenarios: []scenarioInfo{{Name: gateScenario}}, byKey: map[string]*row{}}
+		x := &row{Target: tTollgateWorkers, RatioNginx: rps, P99OverNginx: p99, CPURatioNginx: median(cpu), RoundCPURatio: cpu}
+		r.byKey[gateScenario+"/"+tTollgateWorkers] = x
+		gs := r.gate()
+		if len(gs) != 1 {
+			t.Fatalf("%d verdicts, want 1", len(gs))
+		}
+		return gs[0]
+	}
+	for _, c := range []struct {
+		name    string
+		g       gateResult
+		verdict string
+	}{
+		{"well under", run(0.92, 0.1, 1.30, 1.32, 1.31, 1.33, 1.29, 1.30), "met"},
+		{"noisy, spans the line", run(0.92, 0.1, 1.30, 1.45, 1.33, 1.41, 1.29, 1.38), "at the line"},
+		{"well over", run(0.85, 0.3, 1.50, 1.52, 1.49, 1.55, 1.51, 1.50), "not met"},
+		{"too slow", run(0.70, 0.1, 1.30, 1.30, 1.30), "not met"},
+		{"p99 too far", run(0.90, 1.5, 1.30, 1.30, 1.30), "not met"},
+		{"one round", run(0.90, 0.1, 1.30), "at the line"},
+	} {
+		if c.g.Verdict != c.verdict {
+			t.Errorf("%s: %q (%s; interval %.3f–%.3f), want %q", c.name, c.g.Verdict, c.g.Why, c.g.CPULow, c.g.CPUHigh, c.verdict)
+		}
+	}
+	// The interval: mean 1.30, sample deviation 0.02 over 4 rounds, t(3) = 2.353.
+	mean, lo, hi := meanInterval90([]float64{1.28, 1.30, 1.32, 1.30})
+	if half := 2.353 * math.Sqrt(0.0008/3) / 2; mean != 1.3 || math.Abs(lo-(1.3-half)) > 1e-3 || math.Abs(hi-(1.3+half)) > 1e-3 {
+		t.Errorf("interval of 1.28, 1.30, 1.32, 1.30: %v %v–%v, want 1.3 ± %.4f", mean, lo, hi, half)
 	}
 }
