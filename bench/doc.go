@@ -56,6 +56,8 @@
 //
 // Output: a progress line on stderr, a markdown table on stdout, and under
 // bench/results/ a timestamped JSON file, latest.json, latest.md and latest.svg.
+// A run with the full scenario and nginx also judges issue 7's gate (gate.go): met,
+// not met, or at the line when the CPU ratio's 90% interval over the rounds spans it.
 //
 // Scenarios live in one table (scenarios.go): a name, what the Tollgate file
 // must declare, and how to build a request. Adding one is adding an entry.
