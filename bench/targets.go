@@ -281,6 +281,23 @@ func (l *lab) buildTollgate(ctx context.Context, bin string) (string, error) {
 // and returns it as target name. With perCPU the nodes are not joined and run
 // with one P each, and every scenario is applied to each. workers above 0 runs
 // each node's data plane in that many worker processes.
+// startAttempts bounds the starts of one node whose ports were taken meanwhile.
+const startAttempts = 3
+
+// retryPortTaken calls start until it succeeds, fails for another reason than a port
+// in use, or has failed attempts times, calling reset before each new try. A port
+// freeAddr found free can be taken before the node binds it, by any process's
+// outgoing connection (both come from the ephemeral range); the node then exits at
+// once, and another start on other ports is all it takes.
+func retryPortTaken[T any](ctx context.Context, attempts int, start func() (T, error), reset func()) (T, error) {
+	v, err := start()
+	for try := 1; err != nil && try < attempts && strings.Contains(err.Error(), "address already in use") && ctx.Err() == nil; try++ {
+		reset()
+		v, err = start()
+	}
+	return v, err
+}
+
 func (l *lab) tollgate(ctx context.Context, name, bin string, size int, perCPU bool, workers int) (_ *target, _ *tollgateNode, err error) {
 	bin, err = l.buildTollgate(ctx, bin)
 	if err != nil {
@@ -305,14 +322,14 @@ func (l *lab) tollgate(ctx context.Context, name, bin string, size int, perCPU b
 		l.cleanup.add(func() { os.RemoveAll(dir) })
 		nonceFile = filepath.Join(dir, "nonces")
 	}
-	for i := range size {
+	start := func(i int, id string) (*tollgateNode, error) {
 		var addrs [4]string
 		for k := range addrs {
+			var err error
 			if addrs[k], err = freeAddr(); err != nil {
-				return nil, nil, err
+				return nil, err
 			}
 		}
-		id := fmt.Sprintf("%s-%d", name, i+1)
 		n := &tollgateNode{bin: bin, dataDir: filepath.Join(l.tmp, id), listen: addrs[0], admin: addrs[1], gossip: addrs[3]}
 		args := []string{"node", "--data", n.dataDir, "--listen", addrs[0], "--admin", addrs[1],
 			"--raft", addrs[2], "--gossip", addrs[3], "--base-domain", baseDomain, "--node-id", id,
@@ -333,19 +350,29 @@ func (l *lab) tollgate(ctx context.Context, name, bin string, size int, perCPU b
 		}
 		c, err := startChild(id, cmd, filepath.Join(l.tmp, id+".log"))
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		n.proc = c
 		t.procs = append(t.procs, c)
 		l.cleanup.add(func() { c.stop(10 * time.Second) })
 		if err := n.waitReady(ctx, 30*time.Second); err != nil {
-			return nil, nil, err
+			c.stop(5 * time.Second)
+			return nil, err
 		}
 		tok, err := os.ReadFile(filepath.Join(n.dataDir, "admin-token"))
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s admin token: %w", id, err)
+			return nil, fmt.Errorf("%s admin token: %w", id, err)
 		}
 		n.token = strings.TrimSpace(string(tok))
+		return n, nil
+	}
+	for i := range size {
+		id := fmt.Sprintf("%s-%d", name, i+1)
+		n, err := retryPortTaken(ctx, startAttempts, func() (*tollgateNode, error) { return start(i, id) },
+			func() { _ = os.RemoveAll(filepath.Join(l.tmp, id)) })
+		if err != nil {
+			return nil, nil, err
+		}
 		nodes = append(nodes, n)
 		t.addrs = append(t.addrs, n.listen)
 	}
