@@ -83,6 +83,7 @@ func meanInterval90(v []float64) (mean, lo, hi float64) {
 	}
 	mean /= float64(n)
 	if n < 2 {
+		mean = round(mean, 3)
 		return mean, mean, mean
 	}
 	var ss float64

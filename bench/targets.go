@@ -353,7 +353,6 @@ func (l *lab) tollgate(ctx context.Context, name, bin string, size int, perCPU b
 			return nil, err
 		}
 		n.proc = c
-		t.procs = append(t.procs, c)
 		l.cleanup.add(func() { c.stop(10 * time.Second) })
 		if err := n.waitReady(ctx, 30*time.Second); err != nil {
 			c.stop(5 * time.Second)
@@ -361,9 +360,13 @@ func (l *lab) tollgate(ctx context.Context, name, bin string, size int, perCPU b
 		}
 		tok, err := os.ReadFile(filepath.Join(n.dataDir, "admin-token"))
 		if err != nil {
+			c.stop(5 * time.Second)
 			return nil, fmt.Errorf("%s admin token: %w", id, err)
 		}
 		n.token = strings.TrimSpace(string(tok))
+		// Only a node that came up is the target's: its CPU is read from /proc by pid,
+		// and a failed try's pid may be another process's by now.
+		t.procs = append(t.procs, c)
 		return n, nil
 	}
 	for i := range size {
