@@ -56,14 +56,14 @@ func (r *report) gate() []gateResult {
 func gateVerdict(g gateResult) (verdict, why string) {
 	switch {
 	case g.RPSRatio < gateMinRPS:
-		return "not met", fmt.Sprintf("req/s %.2f× < %.2f×", g.RPSRatio, gateMinRPS)
+		return "not met", fmt.Sprintf("req/s %.3f× < %.2f×", g.RPSRatio, gateMinRPS)
 	case g.P99Over > gateMaxP99ms:
 		return "not met", fmt.Sprintf("p99 +%.2f ms > +%.0f ms", g.P99Over, gateMaxP99ms)
 	case g.Rounds < 2:
 		if g.CPURatio <= gateMaxCPU {
 			return "at the line", "one round: no interval"
 		}
-		return "not met", fmt.Sprintf("CPU %.2f× > %.1f× (one round)", g.CPURatio, gateMaxCPU)
+		return "not met", fmt.Sprintf("CPU %.3f× > %.1f× (one round)", g.CPURatio, gateMaxCPU)
 	case g.CPULow > gateMaxCPU:
 		return "not met", fmt.Sprintf("CPU interval above %.1f×", gateMaxCPU)
 	case g.CPUHigh > gateMaxCPU:
