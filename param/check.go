@@ -299,3 +299,14 @@ func bytesEqualFold(b []byte, s string) bool {
 }
 
 func lower(c byte) byte { return lowerByte[c] }
+
+// lowerByte maps ASCII capitals to small letters and every other byte to itself.
+var lowerByte = func() (t [256]byte) {
+	for i := range t {
+		t[i] = byte(i)
+	}
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = byte(c + 'a' - 'A')
+	}
+	return t
+}()

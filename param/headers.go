@@ -93,33 +93,12 @@ func StandardHeader(name []byte) bool {
 	if len(name) == 0 {
 		return false
 	}
-	for _, c := range standardByFirst[lowerByte[name[0]]] {
+	for _, c := range standardByFirst[lower(name[0])] {
 		if len(name) == len(c.name) && !c.prefix || len(name) > len(c.name) && c.prefix {
-			if foldsTo(name[:len(c.name)], c.name) {
+			if bytesEqualFold(name[:len(c.name)], c.name) {
 				return true
 			}
 		}
 	}
 	return false
 }
-
-// foldsTo reports whether b lower-cased is low; len(b) == len(low).
-func foldsTo(b []byte, low string) bool {
-	for i := range len(low) {
-		if lowerByte[b[i]] != low[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// lowerByte maps ASCII capitals to small letters and every other byte to itself.
-var lowerByte = func() (t [256]byte) {
-	for i := range t {
-		t[i] = byte(i)
-	}
-	for c := 'A'; c <= 'Z'; c++ {
-		t[c] = byte(c + 'a' - 'A')
-	}
-	return t
-}()
