@@ -276,11 +276,6 @@ func (l *lab) buildTollgate(ctx context.Context, bin string) (string, error) {
 	return out, nil
 }
 
-// tollgate starts a cluster of size nodes on free ports (the first
-// bootstraps, the others join its gossip address), waits for every /readyz,
-// and returns it as target name. With perCPU the nodes are not joined and run
-// with one P each, and every scenario is applied to each. workers above 0 runs
-// each node's data plane in that many worker processes.
 // startAttempts bounds the starts of one node whose ports were taken meanwhile.
 const startAttempts = 3
 
@@ -298,6 +293,11 @@ func retryPortTaken[T any](ctx context.Context, attempts int, start func() (T, e
 	return v, err
 }
 
+// tollgate starts a cluster of size nodes on free ports (the first
+// bootstraps, the others join its gossip address), waits for every /readyz,
+// and returns it as target name. With perCPU the nodes are not joined and run
+// with one P each, and every scenario is applied to each. workers above 0 runs
+// each node's data plane in that many worker processes.
 func (l *lab) tollgate(ctx context.Context, name, bin string, size int, perCPU bool, workers int) (_ *target, _ *tollgateNode, err error) {
 	bin, err = l.buildTollgate(ctx, bin)
 	if err != nil {
