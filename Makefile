@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: all build test test-unit test-alloc test-e2e vet bench bench-quick fuzz clean
+.PHONY: all build test test-unit test-alloc test-large test-e2e vet bench bench-quick fuzz clean
 
 all: build
 
@@ -12,8 +12,9 @@ build:
 # Every test: unit, in-process cluster and end-to-end tests (real `tollgate node`
 # processes, in cmd/tollgate) under the race detector, the zero-allocation tests
 # (which the race detector's own allocations hide, hence `//go:build !race`), then
-# short fuzz runs.
-test: vet test-unit test-alloc fuzz
+# short fuzz runs. test-large runs, without the race detector, the few tests whose size
+# is their point and which it slows to minutes.
+test: vet test-unit test-alloc test-large fuzz
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -28,6 +29,9 @@ test-unit:
 
 test-alloc:
 	$(GO) test -count=1 -run 'Alloc' ./proxy/ ./signature/ ./param/ ./ratelimit/ ./access/
+
+test-large:
+	$(GO) test -count=1 -run 'Large' ./ratelimit/
 
 test-e2e:
 	$(GO) test -race -count=1 -timeout 15m ./cmd/tollgate/

@@ -169,6 +169,9 @@ type Gossip struct {
 	introShut   bool            // after Leave or Shutdown
 	introWG     sync.WaitGroup
 
+	bulk   bulkStates
+	logger *log.Logger
+
 	closeOnce sync.Once
 }
 
@@ -232,6 +235,7 @@ func NewGossip(cfg GossipConfig) (*Gossip, error) {
 	// Our own network transport (see gossipTransport): memberlist's allocates 64 KiB
 	// per received packet, and tests cut links through it.
 	logger := log.New(c.LogOutput, "", log.LstdFlags)
+	g.logger = logger
 	var nt *gossipTransport
 	for range 10 { // port 0 binds TCP then UDP on the same port, which can race
 		nt, err = newGossipTransport(c.BindAddr, cfg.BindPort, logger)
@@ -277,14 +281,23 @@ func (g *Gossip) LocalName() string { return g.name }
 
 // Join contacts the given members (host:port) and merges their state, including every
 // registered LocalState with join set, before it returns: a node that joins knows the
-// cluster's rate-limit counts before it admits anything. It blocks for up to a few
-// seconds per unreachable address and returns how many members it reached; the error
-// is nil if at least one was reached.
+// cluster's rate-limit counts and used nonces before it admits anything. A state too
+// large for memberlist's exchange comes in chunks after it, still before Join returns
+// (bulkstate.go). It blocks for up to a few seconds per unreachable address and
+// returns how many members it reached; the error is nil if at least one was reached
+// and every state offered to it arrived whole.
 func (g *Gossip) Join(addrs []string) (int, error) {
 	if len(addrs) == 0 {
 		return 0, nil
 	}
-	return g.ml.Join(addrs)
+	failed := g.bulk.failed.Load()
+	n, err := g.ml.Join(addrs)
+	if err == nil && g.bulk.failed.Load() != failed {
+		// Another exchange running at the same time may be the one that failed: a
+		// join reports it all the same, as its state may be the one missing.
+		err = errors.New("gossip: joined, but a member's state did not arrive whole (see the gossip log)")
+	}
+	return n, err
 }
 
 // Leave tells the others this node is going (they see MemberLeft, not MemberDead) and
@@ -326,7 +339,19 @@ const (
 )
 
 func (g *Gossip) onInternal(msg []byte) {
-	if len(msg) <= 1 || msg[0] != internalLeaving {
+	if len(msg) <= 1 {
+		return
+	}
+	switch msg[0] {
+	case internalLeaving:
+	case internalBulkRequest:
+		req := append([]byte(nil), msg[1:]...) // msg is only valid during the call
+		go g.serveBulkRequest(req)
+		return
+	case internalBulkChunk:
+		g.takeBulkChunk(msg[1:])
+		return
+	default:
 		return
 	}
 	name := string(msg[1:])
@@ -597,18 +622,34 @@ func (d *gossipDelegate) NotifyMsg(b []byte) {
 // GetBroadcasts is unused: everything goes by direct send (see SendToAll).
 func (d *gossipDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 
-// LocalState concatenates every user's state as (channel, uvarint length, bytes).
+// LocalState concatenates every user's state as (channel, uvarint length, bytes); the
+// states over inlineStateMax are offered instead, in one record on the internal
+// channel (bulkstate.go).
 func (d *gossipDelegate) LocalState(join bool) []byte {
 	var out []byte
+	var large map[byte][]byte
 	for ch := range d.users {
 		u := d.users[ch].Load()
 		if u == nil || u.localState == nil {
 			continue
 		}
 		s := u.localState(join)
+		if len(s) > inlineStateMax {
+			if large == nil {
+				large = map[byte][]byte{}
+			}
+			large[byte(ch)] = s
+			continue
+		}
 		out = append(out, byte(ch))
 		out = binary.AppendUvarint(out, uint64(len(s)))
 		out = append(out, s...)
+	}
+	if large != nil {
+		offer := (*Gossip)(d).offerState(large)
+		out = append(out, stateOffer)
+		out = binary.AppendUvarint(out, uint64(len(offer)))
+		out = append(out, offer...)
 	}
 	return out
 }
@@ -622,6 +663,13 @@ func (d *gossipDelegate) MergeRemoteState(buf []byte, join bool) {
 		}
 		part := buf[1+k : 1+k+int(n)]
 		buf = buf[1+k+int(n):]
+		if ch == stateOffer {
+			if err := (*Gossip)(d).fetchOffered(part, join); err != nil {
+				d.bulk.failed.Add(1)
+				d.logger.Printf("[ERR] tollgate: %v", err)
+			}
+			continue
+		}
 		if u := d.users[ch].Load(); u != nil && u.mergeState != nil {
 			u.mergeState(part, join)
 		}

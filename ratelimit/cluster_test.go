@@ -385,6 +385,35 @@ func TestClusterNonceUsedWhileJoiningReachesJoiner(t *testing.T) {
 	}
 }
 
+// TestClusterJoinLargeNonceState: a member's used nonces are its join state, 22 bytes
+// each; past about 950,000 they were over memberlist's 20 MiB push/pull limit, and no
+// node could join it any more (nor a restarted worker its node). Now the state goes in
+// chunks: the join succeeds and the joined node refuses a replay of the first, a
+// middle and the last nonce used.
+func TestClusterJoinLargeNonceState(t *testing.T) {
+	if raceEnabled {
+		t.Skip("1.2 million nonces take minutes under the race detector: make test runs this without it (test-large)")
+	}
+	first := startNode(t, "n1", "")
+	now := time.Now()
+	const total = 1_200_000
+	nonce := func(i int) []byte { return fmt.Appendf(nil, "bulk-%08d", i) }
+	for i := range total {
+		if !first.ns.Use(nonce(i), now) {
+			t.Fatalf("nonce %d refused on first use", i)
+		}
+	}
+	late := startNode(t, "n2", first.g.Addr()) // fails the test if the join fails
+	for _, i := range []int{0, total / 2, total - 1} {
+		if late.ns.Use(nonce(i), time.Now()) {
+			t.Fatalf("nonce %d, used on n1 before n2 joined, was accepted on n2", i)
+		}
+	}
+	if !late.ns.Use([]byte("bulk-fresh"), time.Now()) {
+		t.Fatal("a fresh nonce refused on n2")
+	}
+}
+
 // TestClusterSharedFileNoncesReachPeers: of two stores sharing a nonce file, only one
 // gossips (a node's control process); nonces the other uses (a worker) reach the
 // other nodes all the same, and nonces the other nodes use are refused by both.
