@@ -31,7 +31,7 @@ test-alloc:
 	$(GO) test -count=1 -run 'Alloc' ./proxy/ ./signature/ ./param/ ./ratelimit/ ./access/
 
 test-large:
-	$(GO) test -count=1 -run 'Large' ./ratelimit/
+	$(GO) test -count=1 -run 'Large' ./ratelimit/ ./node/
 
 test-e2e:
 	$(GO) test -race -count=1 -timeout 15m ./cmd/tollgate/

@@ -327,6 +327,44 @@ func TestWorkerCrashAndDrain(t *testing.T) {
 	}
 }
 
+// TestWorkerRestartsOnANodeWithLargeNonceState: a worker joins its node's gossip
+// when it starts, and the join brings the node's state, its used nonces included.
+// Past ~950,000 nonces that was over memberlist's 20 MiB limit: the join failed, and a
+// crashed worker never came back (on a node taking 1,050 signed calls a second). Now
+// it comes back and serves signed calls.
+func TestWorkerRestartsOnANodeWithLargeNonceState(t *testing.T) {
+	if raceEnabled {
+		t.Skip("1.2 million nonces take minutes under the race detector: make test runs this without it (test-large)")
+	}
+	n := startNode(t, "workers-large", withWorkers(2))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := NewClient("http://"+n.AdminAddr(), n.Token()).Apply(ctx, workersBundle(1_000_000, `{"ok":true}`), false); err != nil {
+		t.Fatal(err)
+	}
+	if st, code, _ := signedCall(t, n.DataAddr()); st != 200 {
+		t.Fatalf("signed call: %d %s", st, code)
+	}
+	now := time.Now()
+	for i := range 1_200_000 {
+		n.nonces.Use(fmt.Appendf(nil, "large-%08d", i), now)
+	}
+	before := n.pool.pids()
+	if err := syscall.Kill(before[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitUntilTrue(t, 20*time.Second, "worker 0 to be back and serving", func() bool {
+		now := n.pool.pids()
+		_, served := n.pool.servedIndex()
+		return now[0] != 0 && now[0] != before[0] && served
+	})
+	for i := range 20 { // over both workers' connections
+		if st, code, _ := signedCall(t, n.DataAddr()); st != 200 {
+			t.Fatalf("signed call %d after the restart: %d %s", i, st, code)
+		}
+	}
+}
+
 // TestWorkersShareABurstOfConnections: forty keep-alive connections opened at once
 // end up split evenly over two workers, whichever the kernel woke.
 func TestWorkersShareABurstOfConnections(t *testing.T) {
