@@ -79,8 +79,9 @@ type bulkFetch struct {
 }
 
 type bulkPart struct {
-	buf []byte
-	got int
+	buf  []byte
+	got  int
+	seen map[uint64]bool // chunk offsets filed: one sent twice counts once
 }
 
 // offerState keeps states under a fresh token and returns the offer record's body.
@@ -274,9 +275,13 @@ func (g *Gossip) takeBulkChunk(msg []byte) {
 		return // given up on
 	}
 	p := f.parts[ch]
-	if p == nil || size != uint64(len(p.buf)) || off > size || uint64(len(data)) > size-off || p.got == len(p.buf) {
+	if p == nil || size != uint64(len(p.buf)) || off > size || uint64(len(data)) > size-off || p.seen[off] || p.got == len(p.buf) {
 		return
 	}
+	if p.seen == nil {
+		p.seen = map[uint64]bool{}
+	}
+	p.seen[off] = true
 	p.got += copy(p.buf[off:], data)
 	if p.got == len(p.buf) {
 		if f.left--; f.left == 0 {

@@ -4,8 +4,10 @@
 // (Gossip), tuned so a dead member is noticed within about a second. Gossip also
 // carries the data that must reach every node fast but need not be ordered — rate
 // limit counts and used nonces — as direct sends to each live member, multiplexed by
-// a channel byte so each user registers its own handler. Config is ordered and
-// durable, so it goes through raft instead.
+// a channel byte so each user registers its own handler. A join exchanges each
+// user's whole state before it returns, whatever its size: memberlist's exchange
+// takes 20 MiB at most, so larger states follow it in chunks (bulkstate.go). Config
+// is ordered and durable, so it goes through raft instead.
 //
 // Raft (Raft, OpenRaft) keeps the config log in raft-boltdb and talks to its peers
 // through StreamLayer: TCP, or mutual TLS when the node has certificates from the
