@@ -8,6 +8,7 @@ import (
 	"math"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,14 +18,21 @@ import (
 	"github.com/tollgate/tollgate/ratelimit"
 )
 
-// countingTransport counts the batches a node sends, to check the message rate.
+// countingTransport counts the batches a node sends, to check the message rate, and
+// keeps the largest.
 type countingTransport struct {
 	*cluster.Gossip
-	sends atomic.Int64
+	sends   atomic.Int64
+	largest atomic.Int64
 }
 
 func (c *countingTransport) SendToAll(ch byte, msg []byte) error {
 	c.sends.Add(1)
+	for n := int64(len(msg)); ; {
+		if m := c.largest.Load(); n <= m || c.largest.CompareAndSwap(m, n) {
+			break
+		}
+	}
 	return c.Gossip.SendToAll(ch, msg)
 }
 
@@ -158,6 +166,54 @@ func converged(t *testing.T, nodes []*node, policy string, dim ratelimit.Dimensi
 		}
 		return true
 	})
+}
+
+// TestClusterBatchesFitAPacketWithManyMembers: every member's batch acknowledges the
+// others by name, and a batch over one UDP packet goes by a TCP connection of its own.
+// With 16 members of 90-character names (a node id from a long host name, its
+// workers' names longer still) the acknowledgements alone were 1.4 KB: every batch of
+// every member, every 5 ms under load, went by TCP to each of the others. A batch now
+// acknowledges as many as fit, the ones it owes first, and the others in the next.
+// The quota still holds exactly, and used nonces still reach every member.
+func TestClusterBatchesFitAPacketWithManyMembers(t *testing.T) {
+	const members = 16
+	name := func(i int) string { return fmt.Sprintf("%s-%02d", strings.Repeat("long-host-name-", 5)+"xxxxxx", i) }
+	nodes := []*node{startNode(t, name(0), "")}
+	for i := 1; i < members; i++ {
+		nodes = append(nodes, startNode(t, name(i), nodes[0].g.Addr()))
+	}
+	waitUntil(t, 10*time.Second, "membership", func() bool {
+		for _, n := range nodes {
+			if n.g.NumMembers() != members {
+				return false
+			}
+		}
+		return true
+	})
+	// Every member counts on one key, so each hears entries from every other and owes
+	// each an acknowledgement.
+	const limit = 10000
+	admitted := load(nodes, "big", ratelimit.DimAPI, "many", 3000, 0, time.Millisecond)
+	if admitted != 3000 {
+		t.Fatalf("admitted %d of 3000 under a limit of %d", admitted, limit)
+	}
+	converged(t, nodes, "big", ratelimit.DimAPI, "many", 3000)
+	// And nonces: every member uses some, so each acknowledges every other's batches.
+	for i, n := range nodes {
+		for k := range 300 {
+			n.ns.Use(fmt.Appendf(nil, "many-%d-%d", i, k), time.Now())
+		}
+	}
+	last := nodes[members-1]
+	waitUntil(t, 3*time.Second, "the first member's nonces to reach the last", func() bool {
+		return last.ns.Seen([]byte("many-0-299"), time.Now())
+	})
+	const packet = 1199 // cluster.udpPayloadMax less the channel byte
+	for _, n := range nodes {
+		if got := n.tr.largest.Load(); got > packet {
+			t.Errorf("%s sent a batch of %d bytes; one UDP packet takes %d", n.name, got, packet)
+		}
+	}
 }
 
 func TestClusterQuotasRoundRobin(t *testing.T) {

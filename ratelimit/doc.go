@@ -36,8 +36,10 @@
 //  3. A node refills only when its budget is spent and every live peer has
 //     acknowledged the batch carrying its previous ceiling (batches carry sequence
 //     numbers and per-peer acknowledgements; a node answers a batch with entries at
-//     once, in its next flush, F = 5 ms; a waiting node sends its entry again every
-//     four flushes, in case it or the answer was lost). Without entries to send or
+//     once, in its next flush, F = 5 ms — in a large cluster over the next few, as a
+//     batch acknowledges only as many peers as keep it one UDP packet, the owed ones
+//     first; a waiting node sends its entry again every four flushes, in case it or
+//     the answer was lost). Without entries to send or
 //     acknowledge, a node sends a heartbeat every 250 ms and its loop sleeps: idle
 //     members do not keep each other awake.
 //     A live peer that sends nothing for a second may have missed this node's join

@@ -62,6 +62,7 @@ type Limiter struct {
 	stop, done           chan struct{}
 	lastSweep            time.Time
 	out                  []byte // flusher-only send buffer
+	acks                 []byte // flusher-only: a batch's acknowledgements
 
 	// pace lets the flush loop sleep while a lone node has nothing to flush;
 	// markDirty pushes onto dirty, then pokes it.
@@ -198,6 +199,7 @@ type holdState struct {
 type peerState struct {
 	id       uint64
 	theirSeq int64     // highest sequence received from the peer
+	ackSent  int64     // the theirSeq our last batch acknowledged
 	acked    int64     // highest of our sequences the peer says it received
 	heard    time.Time // when its last batch came
 }
@@ -739,7 +741,7 @@ func (l *Limiter) flush() (busy bool) {
 		l.report(c, s)
 		c = next
 	}
-	out = l.release(tick, now.Unix(), out)
+	out, hdr = l.release(tick, now, out, hdr)
 	// A batch goes out with entries; without, when a peer's entries wait for our
 	// acknowledgement, and as a heartbeat (peers that hear nothing for a while
 	// introduce themselves, see introduceToSilent). Acknowledgements answer entries
@@ -748,6 +750,9 @@ func (l *Limiter) flush() (busy bool) {
 	clustered := l.cfg.Transport != nil && l.liveN.Load() > 1
 	if len(out) > hdr || owed || clustered && now.Sub(l.lastSend) >= heartbeat {
 		l.send(out, now)
+	}
+	if l.acksOwed() { // more than one batch's worth: the next flush sends the rest
+		l.ackOwed.Store(true)
 	}
 	l.out = out[:0]
 	for _, c := range retry { // look again next flush, when the acks may be in
@@ -781,21 +786,58 @@ func (l *Limiter) send(b []byte, now time.Time) {
 	}
 }
 
-// countsHeader starts a batch: version, node id, name, sequence, and per peer the
-// highest sequence received from it. Each batch takes the next sequence number.
+// countsHeader starts a batch: version, node id, name, sequence, and for peers the
+// highest sequence received from each. Each batch takes the next sequence number.
+//
+// The acknowledgements fit in ackBudget, the ones owed first (a peer's entries came
+// since we last acknowledged it), then others as room is left. Naming every peer in
+// every batch made the batches of a large cluster outgrow a UDP packet (24 members
+// with 60-character names: 1.4 KB of names), and each such batch then went to each
+// peer over a TCP connection of its own, every flush. A peer a batch leaves out gets
+// its acknowledgement in the next: flush keeps ackOwed set while one is owed.
 func (l *Limiter) countsHeader(b []byte) []byte {
 	b = append(b, wireVersion)
 	b = binary.LittleEndian.AppendUint64(b, l.nodeID)
 	b = appendString(b, l.name)
 	b = binary.AppendUvarint(b, uint64(l.seq.Add(1)))
+	acks, n := l.acks[:0], 0
 	l.peersMu.Lock()
-	b = binary.AppendUvarint(b, uint64(len(l.peers)))
-	for name, p := range l.peers {
-		b = appendString(b, name)
-		b = binary.AppendUvarint(b, uint64(p.theirSeq))
+	for _, owed := range [2]bool{true, false} {
+		for name, p := range l.peers {
+			if p.theirSeq > p.ackSent != owed {
+				continue
+			}
+			// A lone owed acknowledgement goes whatever its size: a peer with a name
+			// too long for the budget must still be acknowledged.
+			if len(acks)+len(name)+2*binary.MaxVarintLen64 > ackBudget && !(owed && n == 0) {
+				continue
+			}
+			acks = appendString(acks, name)
+			acks = binary.AppendUvarint(acks, uint64(p.theirSeq))
+			p.ackSent = p.theirSeq
+			n++
+		}
 	}
 	l.peersMu.Unlock()
-	return b
+	l.acks = acks
+	b = binary.AppendUvarint(b, uint64(n))
+	return append(b, acks...)
+}
+
+// ackBudget bounds a batch's acknowledgements: with the rest of the header (~80
+// bytes) it leaves more than half of maxPacket for entries.
+const ackBudget = 480
+
+// acksOwed reports whether a peer's entries came since the last acknowledgement sent.
+func (l *Limiter) acksOwed() bool {
+	l.peersMu.Lock()
+	defer l.peersMu.Unlock()
+	for _, p := range l.peers {
+		if p.theirSeq > p.ackSent {
+			return true
+		}
+	}
+	return false
 }
 
 func appendString(b []byte, s string) []byte {
@@ -823,11 +865,12 @@ const wireVersion = 1
 
 // release gives back budgets that sit unused while a peer is starved for the key: a
 // budget is reserved in every peer's view, so an idle holder would block them until
-// the window ends. It appends the lowered ceilings to the batch.
-func (l *Limiter) release(tick, now int64, out []byte) []byte {
+// the window ends. It appends the lowered ceilings to the batch (hdr long without
+// entries), sending it when full, and returns the batch and its header's length.
+func (l *Limiter) release(tick int64, now time.Time, out []byte, hdr int) ([]byte, int) {
 	for c, h := range l.held {
 		s := c.cur.Load()
-		if s != h.s || s.budget.Load() <= 0 || s.idx < c.win.index(now) {
+		if s != h.s || s.budget.Load() <= 0 || s.idx < c.win.index(now.Unix()) {
 			delete(l.held, c)
 			continue
 		}
@@ -849,8 +892,13 @@ func (l *Limiter) release(tick, now int64, out []byte) []byte {
 		local, ceil := s.local.Load(), s.ceiling.Load()
 		out = appendEntry(out, c.key, c.win, s.idx, local, ceil, false)
 		s.sent, s.sentCeil = local, ceil
+		if len(out) >= maxPacket {
+			l.send(out, now)
+			out = l.countsHeader(out[:0])
+			hdr = len(out)
+		}
 	}
-	return out
+	return out, hdr
 }
 
 // appendEntry writes one key's state: key, window, window index, count, ceiling, and

@@ -124,9 +124,10 @@ type nonceBatch struct {
 }
 
 type recvState struct {
-	inc uint64
-	cum int64          // every sequence up to cum received
-	ooo map[int64]bool // received beyond cum
+	inc     uint64
+	cum     int64          // every sequence up to cum received
+	ackSent int64          // the cum our last message acknowledged
+	ooo     map[int64]bool // received beyond cum
 }
 
 // NewNonceStore creates a store. Start it to share nonces with the other nodes.
@@ -521,22 +522,49 @@ func (s *NonceStore) introduceToSilent(members []string, now time.Time) {
 }
 
 // send writes one message: version, name, incarnation, sequence (0: none), the
-// cumulative acknowledgement per peer, then 16-byte digests.
+// cumulative acknowledgement for peers, then 16-byte digests.
+//
+// The acknowledgements take the room the digests leave in a packet, the ones owed
+// first (as the limiter's batches, see countsHeader): naming every peer in every
+// message pushed a large cluster's messages past a UDP packet, and each then went to
+// each peer over a TCP connection of its own. ackNew stays set while one is owed, so
+// the next flush sends it.
 func (s *NonceStore) send(seq int64, digests []byte) {
-	msg := make([]byte, 0, 64+len(digests))
+	msg := make([]byte, 0, maxPacket+2*binary.MaxVarintLen64)
 	msg = append(msg, wireVersion)
 	msg = appendString(msg, s.name)
 	msg = binary.LittleEndian.AppendUint64(msg, s.inc)
 	msg = binary.AppendUvarint(msg, uint64(seq))
+	room := maxPacket - len(msg) - binary.MaxVarintLen64 - len(digests)
+	var acks []byte
+	n := 0
 	s.ackMu.Lock()
+	for _, owed := range [2]bool{true, false} {
+		for name, r := range s.recv {
+			if r.cum > r.ackSent != owed {
+				continue
+			}
+			// A lone owed acknowledgement goes whatever its size (see countsHeader).
+			if len(acks)+len(name)+8+2*binary.MaxVarintLen64 > room && !(owed && n == 0) {
+				continue
+			}
+			acks = appendString(acks, name)
+			acks = binary.LittleEndian.AppendUint64(acks, r.inc)
+			acks = binary.AppendUvarint(acks, uint64(r.cum))
+			r.ackSent = r.cum
+			n++
+		}
+	}
 	s.ackNew = false
-	msg = binary.AppendUvarint(msg, uint64(len(s.recv)))
-	for name, r := range s.recv {
-		msg = appendString(msg, name)
-		msg = binary.LittleEndian.AppendUint64(msg, r.inc)
-		msg = binary.AppendUvarint(msg, uint64(r.cum))
+	for _, r := range s.recv {
+		if r.cum > r.ackSent {
+			s.ackNew = true
+			break
+		}
 	}
 	s.ackMu.Unlock()
+	msg = binary.AppendUvarint(msg, uint64(n))
+	msg = append(msg, acks...)
 	msg = append(msg, digests...)
 	_ = s.cfg.Transport.SendToAll(s.cfg.Channel, msg)
 }
@@ -609,6 +637,9 @@ func (s *NonceStore) onMsg(b []byte) {
 			delete(r.ooo, r.cum+1)
 			r.cum++
 		}
+	} else {
+		// Sent again: our acknowledgement of it was lost. It is owed once more.
+		r.ackSent = min(r.ackSent, seq-1)
 	}
 	s.ackNew = true
 	s.markDirty() // the acknowledgement goes out with the next flush
