@@ -29,7 +29,9 @@ type gateResult struct {
 	CPULow   float64 `json:"cpuRatioLow90"`
 	CPUHigh  float64 `json:"cpuRatioHigh90"`
 	Rounds   int     `json:"rounds"`
-	Verdict  string  `json:"verdict"`       // met, not met, at the line
+	Failed   int64   `json:"failedCalls,omitempty"` // transport errors, non-200s, wrong bodies
+	Calls    int64   `json:"calls"`
+	Verdict  string  `json:"verdict"`       // met, not met, at the line, no verdict
 	Why      string  `json:"why,omitempty"` // what decided a verdict other than met
 }
 
@@ -42,7 +44,7 @@ func (r *report) gate() []gateResult {
 			continue
 		}
 		g := gateResult{Target: t, RPSRatio: x.RatioNginx, P99Over: x.P99OverNginx, CPURatio: x.CPURatioNginx,
-			Rounds: len(x.RoundCPURatio)}
+			Rounds: len(x.RoundCPURatio), Failed: x.Errors + x.BadStatus + x.BadBody, Calls: x.Requests}
 		g.CPUMean, g.CPULow, g.CPUHigh = meanInterval90(x.RoundCPURatio)
 		g.Verdict, g.Why = gateVerdict(g)
 		out = append(out, g)
@@ -50,11 +52,18 @@ func (r *report) gate() []gateResult {
 	return out
 }
 
-// gateVerdict: not met when a figure is past its line (the CPU ratio's whole
-// interval above it), met when every figure is within (the CPU ratio's whole interval
-// below), at the line otherwise: the run cannot tell.
+// gateVerdict: no verdict when calls failed, not met when a figure is past its line
+// (the CPU ratio's whole interval above it), met when every figure is within (the CPU
+// ratio's whole interval below), at the line otherwise: the run cannot tell.
+//
+// A failed call is an answer that cost less than a served one (a refusal) or a call
+// that never counted: a run with any measures something other than the gate. A 30-round
+// run of `full` filled the node's nonce table, and its last rounds, refused with
+// A400NU, read 0.81x nginx's CPU per request: "met" for the wrong reason.
 func gateVerdict(g gateResult) (verdict, why string) {
 	switch {
+	case g.Failed > 0:
+		return "no verdict", fmt.Sprintf("%d of %d calls failed (non-200, wrong body or transport error)", g.Failed, g.Calls)
 	case g.RPSRatio < gateMinRPS:
 		return "not met", fmt.Sprintf("req/s %.3f× < %.2f×", g.RPSRatio, gateMinRPS)
 	case g.P99Over > gateMaxP99ms:

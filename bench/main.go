@@ -28,10 +28,12 @@ type options struct {
 	NginxWorkers int           `json:"nginxWorkers"`
 	// CompareWorkers runs tollgate-b with a worker per CPU, against tollgate-workers.
 	CompareWorkers bool `json:"compareWorkers,omitempty"`
-	out            string
-	tollgateBin    string
-	compareBin     string
-	progress       io.Writer
+	// NonceCapacity is the Tollgate nodes' --nonce-capacity (0: their default).
+	NonceCapacity int `json:"nonceCapacity,omitempty"`
+	out           string
+	tollgateBin   string
+	compareBin    string
+	progress      io.Writer
 }
 
 func main() {
@@ -51,6 +53,7 @@ func main() {
 	flag.StringVar(&o.out, "out", "", "results directory (default bench/results in the repository)")
 	flag.StringVar(&o.tollgateBin, "tollgate-bin", "", "a prebuilt tollgate binary (default: go build ./cmd/tollgate)")
 	flag.StringVar(&o.compareBin, "compare-bin", "", "a second tollgate binary, measured as target "+tTollgateB+" in the same rounds (an A/B of two builds)")
+	flag.IntVar(&o.NonceCapacity, "nonce-capacity", 0, "Tollgate nodes' --nonce-capacity (default: the node's own, unless the run signs more calls than it holds)")
 	flag.BoolVar(&o.CompareWorkers, "compare-workers", false, "with -compare-bin: run "+tTollgateB+" with a worker per CPU and compare it with "+tTollgateWorkers+" (not "+tTollgate+")")
 	list := flag.Bool("list", false, "list the scenarios and exit")
 	flag.Parse()
@@ -118,6 +121,9 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 	if o.progress == nil {
 		o.progress = io.Discard
 	}
+	if o.NonceCapacity == 0 {
+		o.NonceCapacity = nonceCapacityFor(o, scs, runtime.NumCPU())
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -131,7 +137,7 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 	defer cl.run()
 
 	l := &lab{
-		tmp: tmp, self: self, root: repoRoot(), cleanup: cl,
+		tmp: tmp, self: self, root: repoRoot(), cleanup: cl, nonceCapacity: o.NonceCapacity,
 		env: &env{host: benchGroup + "." + baseDomain, appKey: benchAppKey, appSecret: "bench-secret-" + randHex(8)},
 	}
 	p := newProgress(o.progress)

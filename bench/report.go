@@ -302,6 +302,9 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "\n`%s` — %s, %d CPUs, %s, %s; %d conns, %d rounds × %v per target (+%v warm-up); load average at start %s\n\n",
 		r.Command, r.Host.CPU, r.Host.CPUs, r.Host.Go, orDash(r.Host.Nginx), r.Options.Conns, r.Options.Rounds,
 		r.Options.Duration, r.Options.Warmup, r.Host.LoadAvg)
+	if n := r.Options.NonceCapacity; n > 0 {
+		fmt.Fprintf(&b, "Tollgate nodes ran with `--nonce-capacity %d` (the node's default is %d: a run that signs more calls than its node keeps would measure refusals).\n\n", n, nodeDefaultNonces)
+	}
 	b.WriteString("| scenario | target | req/s | ± rounds | p50 ms | p99 ms | p99.9 ms | ×direct | ×nginx | p99 − nginx ms | CPU s/10k req | CPU ×nginx | CPU ×nginx, median of rounds | kernel % | errors |\n")
 	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, x := range r.Rows {

@@ -4,6 +4,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestCompareMarkdown checks the second build's table: ratios of tollgate-b to
@@ -68,6 +69,13 @@ func TestGateVerdict(t *testing.T) {
 		{"too slow", run(0.70, 0.1, 1.30, 1.30, 1.30), "not met"},
 		{"p99 too far", run(0.90, 1.5, 1.30, 1.30, 1.30), "not met"},
 		{"one round", run(0.90, 0.1, 1.30), "at the line"},
+		{"refused calls", func() gateResult {
+			// Well under, but refusals cost less than served calls: not a measure of the gate.
+			r := &report{Scenarios: []scenarioInfo{{Name: gateScenario}}, byKey: map[string]*row{}}
+			r.byKey[gateScenario+"/"+tTollgateWorkers] = &row{Target: tTollgateWorkers, RatioNginx: 0.96, P99OverNginx: 0.1,
+				CPURatioNginx: 1.1, RoundCPURatio: []float64{1.1, 1.1, 1.1}, Requests: 1000, BadStatus: 3}
+			return r.gate()[0]
+		}(), "no verdict"},
 	} {
 		if c.g.Verdict != c.verdict {
 			t.Errorf("%s: %q (%s; interval %.3f–%.3f), want %q", c.name, c.g.Verdict, c.g.Why, c.g.CPULow, c.g.CPUHigh, c.verdict)
@@ -77,5 +85,21 @@ func TestGateVerdict(t *testing.T) {
 	mean, lo, hi := meanInterval90([]float64{1.28, 1.30, 1.32, 1.30})
 	if half := 2.353 * math.Sqrt(0.0008/3) / 2; mean != 1.3 || math.Abs(lo-(1.3-half)) > 1e-3 || math.Abs(hi-(1.3+half)) > 1e-3 {
 		t.Errorf("interval of 1.28, 1.30, 1.32, 1.30: %v %v–%v, want 1.3 ± %.4f", mean, lo, hi, half)
+	}
+}
+
+// TestNonceCapacityFor: the gate command keeps the node's default nonce table; a run
+// that signs more calls than it holds gets one that does.
+func TestNonceCapacityFor(t *testing.T) {
+	gate := options{Rounds: 6, Duration: 4 * time.Second, Warmup: time.Second}
+	if n := nonceCapacityFor(gate, selectScenarios("anon-64B,app-sign,full"), 2); n != 0 {
+		t.Errorf("gate command on 2 CPUs: --nonce-capacity %d, want the default", n)
+	}
+	long := options{Rounds: 30, Duration: 4 * time.Second, Warmup: time.Second}
+	if n := nonceCapacityFor(long, selectScenarios("full"), 2); n < 30*5*50_000 {
+		t.Errorf("30 rounds of full on 2 CPUs: --nonce-capacity %d, want room for 50,000 signed calls a second", n)
+	}
+	if n := nonceCapacityFor(long, selectScenarios("anon-64B"), 2); n != 0 {
+		t.Errorf("30 rounds unsigned: --nonce-capacity %d, want the default", n)
 	}
 }

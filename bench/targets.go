@@ -84,6 +84,8 @@ type lab struct {
 
 	tollgateBin string // built once, shared by the one- and three-node targets
 	tollgateErr error
+	// nonceCapacity is the nodes' --nonce-capacity (0: their default).
+	nonceCapacity int
 }
 
 // startSelf re-executes this binary in a child mode.
@@ -340,6 +342,9 @@ func (l *lab) tollgate(ctx context.Context, name, bin string, size int, perCPU b
 		}
 		if nonceFile != "" {
 			args = append(args, "--nonce-file", nonceFile)
+		}
+		if l.nonceCapacity > 0 {
+			args = append(args, "--nonce-capacity", strconv.Itoa(l.nonceCapacity))
 		}
 		// Always said: the node's own default is a worker per CPU, and the in-process
 		// targets must stay in process.
