@@ -608,6 +608,7 @@ func (n *Node) Close(ctx context.Context) error {
 	if err := n.raft.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("raft: %w", err))
 	}
+	n.saveNonces()
 	n.stopQuotas()
 	if err := n.gossip.Shutdown(); err != nil {
 		errs = append(errs, fmt.Errorf("gossip: %w", err))

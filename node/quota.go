@@ -1,8 +1,10 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/tollgate/tollgate/fsm"
 	"github.com/tollgate/tollgate/proxy"
@@ -41,11 +43,71 @@ func (n *Node) startQuotas() error {
 		n.stopQuotas()
 		return fmt.Errorf("nonce store: %w", err)
 	}
+	n.loadNonces()
 	if n.limiter != nil {
 		n.limiter.Start()
 	}
 	n.nonces.Start()
 	return nil
+}
+
+// noncesFile is where a node that stops cleanly leaves its live nonces for its next
+// start (ratelimit/noncesave.go): without them, a call signed in the 15 minutes before
+// the stop could be replayed after it. A node in a cluster also learns them from the
+// member it joins; a node alone has only this.
+const noncesFile = "nonces"
+
+// loadNonces remembers the nonces the node saved when it last stopped cleanly, and
+// removes the file: they are in the table now. A file that does not load is left
+// where it is, and said so.
+func (n *Node) loadNonces() {
+	path := filepath.Join(n.cfg.DataDir, noncesFile)
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	if err != nil {
+		n.log.Warn("nonces used before the last stop not loaded", "file", path, "err", err)
+		return
+	}
+	count, err := n.nonces.LoadFrom(f)
+	f.Close()
+	if err != nil {
+		n.log.Warn("nonces used before the last stop not loaded", "file", path, "err", err)
+		return
+	}
+	_ = os.Remove(path)
+	n.log.Info("remembered the nonces used before the last stop", "nonces", count)
+}
+
+// saveNonces writes the live nonces for the next start, once the data plane has
+// stopped: to a temporary file, synced, then renamed, so a crash mid-way leaves the
+// last whole file or none.
+func (n *Node) saveNonces() {
+	if n.nonces == nil {
+		return
+	}
+	path := filepath.Join(n.cfg.DataDir, noncesFile)
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err == nil {
+		var count int
+		if count, err = n.nonces.SaveTo(f); err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Rename(tmp, path)
+		}
+		if err == nil {
+			n.log.Info("saved the live nonces for the next start", "nonces", count, "file", path)
+			return
+		}
+	}
+	_ = os.Remove(tmp)
+	n.log.Warn("live nonces not saved: after a restart, calls signed before it could be replayed", "err", err)
 }
 
 // nonceTableFile is the file the node and its workers keep the nonce table in:
