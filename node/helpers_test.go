@@ -38,14 +38,7 @@ func waitReadyNode(t *testing.T, n *Node) {
 // and closes it at cleanup. edit, if not nil, adjusts the configuration first.
 func startNode(t *testing.T, id string, edit func(*Config)) *Node {
 	t.Helper()
-	cfg := Defaults()
-	cfg.DataDir = t.TempDir()
-	cfg.Listen, cfg.Admin = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Raft, cfg.Gossip = freeTestAddr(t), freeTestAddr(t)
-	cfg.NodeID = id
-	cfg.RaftLog = io.Discard
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg.SubdomainDailyLimit = 0
+	cfg := testNodeConfig(t, id)
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -58,6 +51,27 @@ func startNode(t *testing.T, id string, edit func(*Config)) *Node {
 	if err != nil {
 		t.Fatal(err)
 	}
+	closeAtCleanup(t, n, id)
+	waitReadyNode(t, n)
+	return n
+}
+
+// testNodeConfig is a node's configuration on loopback ports, in a data dir of the
+// test's, with quiet logs.
+func testNodeConfig(t *testing.T, id string) Config {
+	cfg := Defaults()
+	cfg.DataDir = t.TempDir()
+	cfg.Listen, cfg.Admin = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Raft, cfg.Gossip = freeTestAddr(t), freeTestAddr(t)
+	cfg.NodeID = id
+	cfg.RaftLog = io.Discard
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.SubdomainDailyLimit = 0
+	return cfg
+}
+
+// closeAtCleanup closes n when the test ends.
+func closeAtCleanup(t *testing.T, n *Node, id string) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -65,6 +79,4 @@ func startNode(t *testing.T, id string, edit func(*Config)) *Node {
 			t.Errorf("close %s: %v", id, err)
 		}
 	})
-	waitReadyNode(t, n)
-	return n
 }

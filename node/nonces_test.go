@@ -2,8 +2,6 @@ package node
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -18,14 +16,7 @@ import (
 func TestRestartedNodeRefusesNoncesUsedBeforeTheStop(t *testing.T) {
 	for _, workers := range []int{0, 2} {
 		t.Run(map[int]string{0: "in process", 2: "workers"}[workers], func(t *testing.T) {
-			cfg := Defaults()
-			cfg.DataDir = t.TempDir()
-			cfg.Listen, cfg.Admin = "127.0.0.1:0", "127.0.0.1:0"
-			cfg.Raft, cfg.Gossip = freeTestAddr(t), freeTestAddr(t)
-			cfg.NodeID = "restarted"
-			cfg.RaftLog = io.Discard
-			cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-			cfg.SubdomainDailyLimit = 0
+			cfg := testNodeConfig(t, "restarted")
 			if workers > 0 {
 				withWorkers(workers)(&cfg)
 			}
@@ -54,11 +45,7 @@ func TestRestartedNodeRefusesNoncesUsedBeforeTheStop(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				_ = n.Close(ctx)
-			})
+			closeAtCleanup(t, n, cfg.NodeID)
 			waitReadyNode(t, n)
 			if st, code, _ := send(t, n.DataAddr(), used); st != 400 || code != "A400NU" {
 				t.Fatalf("the call signed before the stop, sent again after it: %d %s, want 400 A400NU", st, code)
