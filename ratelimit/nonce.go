@@ -669,11 +669,24 @@ func (s *NonceStore) localState(join bool) []byte {
 	s.sawPeer() // before the snapshot: see Use
 	now := s.cfg.Clock().UnixNano()
 	nowSec := sec(now)
-	b := []byte{wireVersion}
+	// Sized once from the shards' counts (expired entries included, so at most a
+	// little over): growing it by appends copied and faulted in the state several
+	// times over, 7.5 s for 20 million nonces, where memberlist gives the whole
+	// exchange 2 s.
+	size := 1
 	for i := range s.shards {
 		sh := &s.shards[i]
 		s.lock(sh)
-		for _, e := range sh.t.slots {
+		size += sh.t.n * (digestLen + binary.MaxVarintLen64)
+		s.unlock(sh)
+	}
+	b := make([]byte, 1, size)
+	b[0] = wireVersion
+	for i := range s.shards {
+		sh := &s.shards[i]
+		s.lock(sh)
+		for k := range sh.t.slots {
+			e := &sh.t.slots[k]
 			if e.exp > nowSec {
 				b = append(b, e.d[:]...)
 				b = binary.AppendUvarint(b, uint64(int64(e.exp)*int64(time.Second)-now))
