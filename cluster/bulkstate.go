@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,11 @@ import (
 // chunks of bulkChunk, each a reliable user message (TCP, encrypted as every message
 // when the gossip has a key). The state is the sender's at the time of the exchange,
 // as an inline one is.
+//
+// A channel registered with RegisterLarge goes further: on a join its state is not
+// even built during the exchange, which memberlist times out after 2 s (TCPTimeout),
+// but when it is asked for (offered with size 0). Every live nonce of a table sized
+// for 40 million takes about 2 s to collect.
 const (
 	inlineStateMax = 1 << 20
 	bulkChunk      = 4 << 20
@@ -38,13 +44,12 @@ const (
 	bulkKeep = 30 * time.Second
 	// bulkMax bounds what a receiver accepts for one channel.
 	bulkMax = 1 << 30
-	// bulkWaitRate is the slowest transfer a receiver waits for (bytes a second).
-	bulkWaitRate = 10 << 20
 )
 
-// bulkWaitBase is how long a receiver waits for an offered state beyond its size at
-// bulkWaitRate (a variable for a test).
-var bulkWaitBase = 5 * time.Second
+// bulkIdle is how long a receiver waits without a chunk before it gives up on an
+// offered state: the sender may first take seconds to build one (a variable for a
+// test).
+var bulkIdle = 10 * time.Second
 
 // Messages on the internal channel (after internalLeaving).
 const (
@@ -65,35 +70,46 @@ type bulkToken [16]byte
 // it waits for.
 type bulkStates struct {
 	mu      sync.Mutex
-	offered map[bulkToken]map[byte][]byte
+	offered map[bulkToken]*offer
 	waiting map[bulkToken]*bulkFetch
 	// failed counts fetches that did not complete: Join fails when one of its own did.
 	failed atomic.Int64
 }
 
+// offer is what a member offered in one exchange.
+type offer struct {
+	states map[byte][]byte // built during the exchange
+	lazy   []byte          // channels whose state is built when asked for
+	join   bool
+}
+
 // bulkFetch is a receiver's reassembly of the channels it asked one sender for.
 type bulkFetch struct {
-	parts map[byte]*bulkPart
-	left  int // channels not yet whole
-	done  chan struct{}
+	parts    map[byte]*bulkPart
+	left     int // channels not yet whole
+	done     chan struct{}
+	progress chan struct{} // a chunk came
 }
 
 type bulkPart struct {
-	buf  []byte
-	got  int
-	seen map[uint64]bool // chunk offsets filed: one sent twice counts once
+	buf   []byte
+	sized bool // buf has the state's size (a lazy one learns it from its first chunk)
+	got   int
+	whole bool
+	seen  map[uint64]bool // chunk offsets filed: one sent twice counts once
 }
 
-// offerState keeps states under a fresh token and returns the offer record's body.
-func (g *Gossip) offerState(states map[byte][]byte) []byte {
+// offerState keeps states (and notes the lazy channels) under a fresh token and
+// returns the offer record's body.
+func (g *Gossip) offerState(o *offer) []byte {
 	var tok bulkToken
 	_, _ = rand.Read(tok[:])
 	b := &g.bulk
 	b.mu.Lock()
 	if b.offered == nil {
-		b.offered = map[bulkToken]map[byte][]byte{}
+		b.offered = map[bulkToken]*offer{}
 	}
-	b.offered[tok] = states
+	b.offered[tok] = o
 	b.mu.Unlock()
 	time.AfterFunc(bulkKeep, func() {
 		b.mu.Lock()
@@ -104,10 +120,13 @@ func (g *Gossip) offerState(states map[byte][]byte) []byte {
 	out = append(out, tok[:]...)
 	out = appendString(out, g.name)
 	out = appendString(out, g.Addr())
-	out = binary.AppendUvarint(out, uint64(len(states)))
-	for ch, s := range states {
+	out = binary.AppendUvarint(out, uint64(len(o.states)+len(o.lazy)))
+	for ch, s := range o.states {
 		out = append(out, ch)
-		out = binary.AppendUvarint(out, uint64(len(s)))
+		out = binary.AppendUvarint(out, uint64(len(s))) // over inlineStateMax, never 0
+	}
+	for _, ch := range o.lazy {
+		out = append(out, ch, 0) // 0: built when asked for
 	}
 	return out
 }
@@ -135,8 +154,7 @@ func (g *Gossip) fetchOffered(offer []byte, join bool) error {
 		return errors.New("gossip: a malformed state offer")
 	}
 	rest = rest[k:]
-	f := &bulkFetch{parts: map[byte]*bulkPart{}, done: make(chan struct{})}
-	var total uint64
+	f := &bulkFetch{parts: map[byte]*bulkPart{}, done: make(chan struct{}), progress: make(chan struct{}, 1)}
 	var want []byte
 	for range n {
 		if len(rest) < 1 {
@@ -154,9 +172,12 @@ func (g *Gossip) fetchOffered(offer []byte, join bool) error {
 		if u := g.users[ch].Load(); u == nil || u.mergeState == nil {
 			continue // not ours to merge: a worker does not keep the node's nonces
 		}
-		f.parts[ch] = &bulkPart{buf: make([]byte, size)}
+		if size == 0 {
+			f.parts[ch] = &bulkPart{}
+		} else {
+			f.parts[ch] = &bulkPart{buf: make([]byte, size), sized: true}
+		}
 		want = append(want, ch)
-		total += size
 	}
 	to, err := nodeAt(from, addr)
 	if err != nil {
@@ -188,11 +209,18 @@ func (g *Gossip) fetchOffered(offer []byte, join bool) error {
 	if err := g.ml.SendReliable(to, req); err != nil {
 		return fmt.Errorf("gossip: ask %s for its state: %w", from, err)
 	}
-	wait := bulkWaitBase + time.Duration(total)*time.Second/bulkWaitRate
-	select {
-	case <-f.done:
-	case <-time.After(wait):
-		return fmt.Errorf("gossip: %s's state (%d bytes) did not arrive within %v", from, total, wait)
+	idle := time.NewTimer(bulkIdle)
+	defer idle.Stop()
+wait:
+	for {
+		select {
+		case <-f.done:
+			break wait
+		case <-f.progress:
+			idle.Reset(bulkIdle)
+		case <-idle.C:
+			return fmt.Errorf("gossip: %s's state stopped coming (nothing for %v)", from, bulkIdle)
+		}
 	}
 	for _, ch := range want {
 		if u := g.users[ch].Load(); u != nil && u.mergeState != nil {
@@ -224,15 +252,23 @@ func (g *Gossip) serveBulkRequest(msg []byte) {
 	}
 	b := &g.bulk
 	b.mu.Lock()
-	states := b.offered[tok]
+	o := b.offered[tok]
 	delete(b.offered, tok) // asked for once, by the member it was offered to
 	b.mu.Unlock()
+	if o == nil {
+		return // expired: the receiver gives up
+	}
 	for _, ch := range want {
-		s, ok := states[ch]
+		s, ok := o.states[ch]
 		if !ok {
-			continue
+			u := g.users[ch].Load()
+			if !slices.Contains(o.lazy, ch) || u == nil || u.localState == nil {
+				continue
+			}
+			s = u.localState(o.join)
 		}
-		for off := 0; off < len(s); off += bulkChunk {
+		// An empty state still goes, as one empty chunk: the receiver waits for it.
+		for off := 0; off == 0 || off < len(s); off += bulkChunk {
 			part := s[off:min(off+bulkChunk, len(s))]
 			m := make([]byte, 0, 2+len(tok)+1+2*binary.MaxVarintLen64+len(part))
 			m = append(m, channelInternal, internalBulkChunk)
@@ -275,7 +311,16 @@ func (g *Gossip) takeBulkChunk(msg []byte) {
 		return // given up on
 	}
 	p := f.parts[ch]
-	if p == nil || size != uint64(len(p.buf)) || off > size || uint64(len(data)) > size-off || p.seen[off] || p.got == len(p.buf) {
+	if p == nil || p.whole {
+		return
+	}
+	if !p.sized {
+		if size > bulkMax {
+			return // refused: the receiver gives up when nothing more comes
+		}
+		p.buf, p.sized = make([]byte, size), true
+	}
+	if size != uint64(len(p.buf)) || off > size || uint64(len(data)) > size-off || p.seen[off] {
 		return
 	}
 	if p.seen == nil {
@@ -283,7 +328,12 @@ func (g *Gossip) takeBulkChunk(msg []byte) {
 	}
 	p.seen[off] = true
 	p.got += copy(p.buf[off:], data)
+	select {
+	case f.progress <- struct{}{}:
+	default:
+	}
 	if p.got == len(p.buf) {
+		p.whole = true
 		if f.left--; f.left == 0 {
 			close(f.done)
 		}

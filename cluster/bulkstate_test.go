@@ -96,8 +96,8 @@ func TestGossipJoinCarriesStateOverMemberlistsLimit(t *testing.T) {
 // not arrive (here the sender's streams to it are dropped) merges nothing of it and
 // reports the join as failed, rather than admitting calls without it.
 func TestGossipJoinFailsWhenOfferedStateDoesNotCome(t *testing.T) {
-	defer func(d time.Duration) { bulkWaitBase = d }(bulkWaitBase)
-	bulkWaitBase = 300 * time.Millisecond
+	defer func(d time.Duration) { bulkIdle = d }(bulkIdle)
+	bulkIdle = 300 * time.Millisecond
 	a := newTestGossip(t, "node1", nil)
 	b := newTestGossip(t, "node2", nil)
 	mustRegister(t, a.Register(3, nil, func(join bool) []byte { return bigState(inlineStateMax+1, 3) }, nil))
@@ -112,5 +112,41 @@ func mustRegister(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestGossipJoinWaitsForALargeStateBuiltOnRequest: a RegisterLarge user's join state
+// is built when the joiner asks for it, after memberlist's exchange, which would have
+// timed out (2 s) waiting for one that takes 3 s to build. An empty one arrives too.
+func TestGossipJoinWaitsForALargeStateBuiltOnRequest(t *testing.T) {
+	a := newTestGossip(t, "node1", nil)
+	b := newTestGossip(t, "node2", nil)
+	state := bigState(5<<20, 4)
+	mustRegister(t, a.RegisterLarge(3, nil, func(join bool) []byte {
+		if join {
+			time.Sleep(3 * time.Second) // longer than memberlist's TCPTimeout
+		}
+		return state
+	}, nil))
+	mustRegister(t, a.RegisterLarge(4, nil, func(bool) []byte { return nil }, nil))
+	var mu sync.Mutex
+	merged := map[byte][]byte{}
+	for _, ch := range []byte{3, 4} {
+		mustRegister(t, b.Register(ch, nil, nil, func(buf []byte, join bool) {
+			mu.Lock()
+			merged[ch] = append([]byte{}, buf...)
+			mu.Unlock()
+		}))
+	}
+	if _, err := b.Join([]string{a.Addr()}); err != nil {
+		t.Fatalf("join: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !bytes.Equal(merged[3], state) {
+		t.Fatalf("channel 3 merged %d bytes, want the %d built on request", len(merged[3]), len(state))
+	}
+	if got, ok := merged[4]; !ok || len(got) != 0 {
+		t.Fatalf("channel 4 (empty): merged %v, %d bytes; want merged, empty", ok, len(got))
 	}
 }

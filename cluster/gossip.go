@@ -138,6 +138,9 @@ type channelUser struct {
 	onMsg      func(msg []byte)
 	localState func(join bool) []byte
 	mergeState func(buf []byte, join bool)
+	// large: on a join, the state is built when the other side asks for it, not
+	// during memberlist's exchange (RegisterLarge).
+	large bool
 }
 
 // Gossip is one node's memberlist instance: membership, failure detection, and a
@@ -440,12 +443,24 @@ func (g *Gossip) OnEvent(h func(MemberEvent)) { g.events.setHandler(h) }
 // memberlist's push/pull exchange (on join, and every PushPullInterval). Register
 // before Join. Channel 255 is Gossip's own.
 func (g *Gossip) Register(channel byte, onMsg func(msg []byte), localState func(join bool) []byte, mergeState func(buf []byte, join bool)) error {
+	return g.register(channel, &channelUser{onMsg: onMsg, localState: localState, mergeState: mergeState})
+}
+
+// RegisterLarge is Register for a user whose join state may take long to build (every
+// used nonce): on a join its localState runs when the other side asks for the state,
+// after memberlist's exchange, so the exchange does not time out waiting for it
+// (bulkstate.go). Its periodic state (join false) goes as any other.
+func (g *Gossip) RegisterLarge(channel byte, onMsg func(msg []byte), localState func(join bool) []byte, mergeState func(buf []byte, join bool)) error {
+	return g.register(channel, &channelUser{onMsg: onMsg, localState: localState, mergeState: mergeState, large: true})
+}
+
+func (g *Gossip) register(channel byte, u *channelUser) error {
 	g.regMu.Lock()
 	defer g.regMu.Unlock()
 	if channel == channelInternal || g.users[channel].Load() != nil {
 		return fmt.Errorf("%w: %d", ErrChannelTaken, channel)
 	}
-	g.users[channel].Store(&channelUser{onMsg: onMsg, localState: localState, mergeState: mergeState})
+	g.users[channel].Store(u)
 	return nil
 }
 
@@ -598,6 +613,12 @@ func (v *View) Register(channel byte, onMsg func(msg []byte), localState func(jo
 	return v.g.Register(channel, onMsg, localState, mergeState)
 }
 
+// RegisterLarge attaches a user whose join state is built on request
+// (Gossip.RegisterLarge).
+func (v *View) RegisterLarge(channel byte, onMsg func(msg []byte), localState func(join bool) []byte, mergeState func(buf []byte, join bool)) error {
+	return v.g.RegisterLarge(channel, onMsg, localState, mergeState)
+}
+
 // gossipDelegate is Gossip seen as memberlist's Delegate.
 type gossipDelegate Gossip
 
@@ -623,33 +644,37 @@ func (d *gossipDelegate) NotifyMsg(b []byte) {
 func (d *gossipDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 
 // LocalState concatenates every user's state as (channel, uvarint length, bytes); the
-// states over inlineStateMax are offered instead, in one record on the internal
-// channel (bulkstate.go).
+// states over inlineStateMax, and on a join those of RegisterLarge users, are offered
+// instead, in one record on the internal channel (bulkstate.go).
 func (d *gossipDelegate) LocalState(join bool) []byte {
 	var out []byte
-	var large map[byte][]byte
+	o := &offer{join: join}
 	for ch := range d.users {
 		u := d.users[ch].Load()
 		if u == nil || u.localState == nil {
 			continue
 		}
+		if u.large && join {
+			o.lazy = append(o.lazy, byte(ch))
+			continue
+		}
 		s := u.localState(join)
 		if len(s) > inlineStateMax {
-			if large == nil {
-				large = map[byte][]byte{}
+			if o.states == nil {
+				o.states = map[byte][]byte{}
 			}
-			large[byte(ch)] = s
+			o.states[byte(ch)] = s
 			continue
 		}
 		out = append(out, byte(ch))
 		out = binary.AppendUvarint(out, uint64(len(s)))
 		out = append(out, s...)
 	}
-	if large != nil {
-		offer := (*Gossip)(d).offerState(large)
+	if o.states != nil || o.lazy != nil {
+		body := (*Gossip)(d).offerState(o)
 		out = append(out, stateOffer)
-		out = binary.AppendUvarint(out, uint64(len(offer)))
-		out = append(out, offer...)
+		out = binary.AppendUvarint(out, uint64(len(body)))
+		out = append(out, body...)
 	}
 	return out
 }

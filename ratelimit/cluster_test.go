@@ -594,12 +594,21 @@ func (u *unawareTransport) SendToAll(ch byte, msg []byte) error {
 }
 
 func (u *unawareTransport) Register(ch byte, onMsg func([]byte), local func(bool) []byte, merge func([]byte, bool)) error {
-	return u.Gossip.Register(ch, onMsg, local, func(buf []byte, join bool) {
+	return u.Gossip.Register(ch, onMsg, local, u.healOnJoin(merge))
+}
+
+// RegisterLarge is how the nonce store registers (its join state is built on request).
+func (u *unawareTransport) RegisterLarge(ch byte, onMsg func([]byte), local func(bool) []byte, merge func([]byte, bool)) error {
+	return u.Gossip.RegisterLarge(ch, onMsg, local, u.healOnJoin(merge))
+}
+
+func (u *unawareTransport) healOnJoin(merge func([]byte, bool)) func([]byte, bool) {
+	return func(buf []byte, join bool) {
 		if join {
 			u.healed.Store(true)
 		}
 		merge(buf, join)
-	})
+	}
 }
 
 // TestClusterSilentMemberIsIntroduced: c lists b, but b missed c's join, so b sends c

@@ -198,7 +198,11 @@ func NewNonceStore(cfg NonceConfig) (*NonceStore, error) {
 	}
 	if cfg.Transport != nil {
 		s.name = cfg.Transport.LocalName()
-		if err := cfg.Transport.Register(cfg.Channel, s.onMsg, s.localState, s.mergeState); err != nil {
+		register := cfg.Transport.Register
+		if lt, ok := cfg.Transport.(LargeStateTransport); ok {
+			register = lt.RegisterLarge
+		}
+		if err := register(cfg.Channel, s.onMsg, s.localState, s.mergeState); err != nil {
 			return nil, err
 		}
 	}

@@ -20,6 +20,14 @@ type Transport interface {
 	Register(channel byte, onMsg func(msg []byte), localState func(join bool) []byte, mergeState func(buf []byte, join bool)) error
 }
 
+// LargeStateTransport is a Transport whose join exchange can carry a state built when
+// the joining side asks for it, after the exchange (cluster.Gossip): every live nonce
+// takes seconds to collect from a large table, and memberlist times its exchange out
+// after 2 s. The nonce store registers through it when it can.
+type LargeStateTransport interface {
+	RegisterLarge(channel byte, onMsg func(msg []byte), localState func(join bool) []byte, mergeState func(buf []byte, join bool)) error
+}
+
 // Introducer is a Transport that can ask a member it lists to exchange state with
 // this node directly, now (a push/pull, as on join), so that the member lists this
 // node too. The limiter calls it for a live member that has sent nothing for a while,
