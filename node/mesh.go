@@ -216,7 +216,17 @@ func (t *meshTransport) SendToAll(channel byte, msg []byte) error {
 }
 
 func (t *meshTransport) Register(channel byte, onMsg func(msg []byte), localState func(join bool) []byte, mergeState func(buf []byte, join bool)) error {
-	if err := t.view.Register(channel, onMsg, localState, mergeState); err != nil {
+	return t.register(t.view.Register, channel, onMsg, localState, mergeState)
+}
+
+// RegisterLarge is Register for a join state built on request (cluster.Gossip).
+func (t *meshTransport) RegisterLarge(channel byte, onMsg func(msg []byte), localState func(join bool) []byte, mergeState func(buf []byte, join bool)) error {
+	return t.register(t.view.RegisterLarge, channel, onMsg, localState, mergeState)
+}
+
+func (t *meshTransport) register(on func(byte, func([]byte), func(bool) []byte, func([]byte, bool)) error,
+	channel byte, onMsg func(msg []byte), localState func(join bool) []byte, mergeState func(buf []byte, join bool)) error {
+	if err := on(channel, onMsg, localState, mergeState); err != nil {
 		return err
 	}
 	t.mu.Lock()
