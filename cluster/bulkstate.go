@@ -67,7 +67,7 @@ const (
 type bulkToken [16]byte
 
 // bulkStates is one member's side of bulk transfers: the states it offered, and those
-// it waits for.
+// it waits for (both maps made with the Gossip).
 type bulkStates struct {
 	mu      sync.Mutex
 	offered map[bulkToken]*offer
@@ -106,9 +106,6 @@ func (g *Gossip) offerState(o *offer) []byte {
 	_, _ = rand.Read(tok[:])
 	b := &g.bulk
 	b.mu.Lock()
-	if b.offered == nil {
-		b.offered = map[bulkToken]*offer{}
-	}
 	b.offered[tok] = o
 	b.mu.Unlock()
 	time.AfterFunc(bulkKeep, func() {
@@ -196,9 +193,6 @@ func (g *Gossip) fetchOffered(offer []byte, join bool) error {
 	f.left = len(want)
 	b := &g.bulk
 	b.mu.Lock()
-	if b.waiting == nil {
-		b.waiting = map[bulkToken]*bulkFetch{}
-	}
 	b.waiting[tok] = f
 	b.mu.Unlock()
 	defer func() {

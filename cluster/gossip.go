@@ -200,7 +200,8 @@ func NewGossip(cfg GossipConfig) (*Gossip, error) {
 	if len(meta) > memberlist.MetaMaxSize {
 		return nil, fmt.Errorf("gossip: node meta is %d bytes; memberlist allows %d", len(meta), memberlist.MetaMaxSize)
 	}
-	g := &Gossip{name: cfg.NodeName, table: map[string]Member{}, leaving: map[string]bool{}, meta: meta}
+	g := &Gossip{name: cfg.NodeName, table: map[string]Member{}, leaving: map[string]bool{}, meta: meta,
+		bulk: bulkStates{offered: map[bulkToken]*offer{}, waiting: map[bulkToken]*bulkFetch{}}}
 	g.events = newEventQueue()
 	g.users[channelInternal].Store(&channelUser{onMsg: g.onInternal})
 
