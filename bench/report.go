@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/tollgate/tollgate/ratelimit"
 )
 
 // report is everything a run measured; it is written as JSON.
@@ -303,7 +304,7 @@ func (r *report) markdown() string {
 		r.Command, r.Host.CPU, r.Host.CPUs, r.Host.Go, orDash(r.Host.Nginx), r.Options.Conns, r.Options.Rounds,
 		r.Options.Duration, r.Options.Warmup, r.Host.LoadAvg)
 	if n := r.Options.NonceCapacity; n > 0 {
-		fmt.Fprintf(&b, "Tollgate nodes ran with `--nonce-capacity %d` (the node's default is %d: a run that signs more calls than its node keeps would measure refusals).\n\n", n, nodeDefaultNonces)
+		fmt.Fprintf(&b, "Tollgate nodes ran with `--nonce-capacity %d` (the node's default is %d: a run that signs more calls than its node keeps would measure refusals).\n\n", n, ratelimit.DefaultMaxNonces)
 	}
 	b.WriteString("| scenario | target | req/s | ± rounds | p50 ms | p99 ms | p99.9 ms | ×direct | ×nginx | p99 − nginx ms | CPU s/10k req | CPU ×nginx | CPU ×nginx, median of rounds | kernel % | errors |\n")
 	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tollgate/tollgate/ratelimit"
 	"github.com/valyala/fasthttp"
 )
 
@@ -264,9 +265,6 @@ func selectScenarios(filter string) []scenario {
 	return out
 }
 
-// nodeDefaultNonces is what `tollgate node` remembers by default (--nonce-capacity).
-const nodeDefaultNonces = 4_000_000
-
 // benchSignRatePerCPU bounds the signed calls a second one target takes per CPU of
 // this machine (two CPUs here take ~26,000 each; the default table holds 4.7 million,
 // a margin of its own), for sizing the nonce table.
@@ -288,7 +286,7 @@ func nonceCapacityFor(o options, scs []scenario, cpus int) int {
 		}
 	}
 	need := int(float64(segments) * (o.Warmup + o.Duration).Seconds() * benchSignRatePerCPU * float64(cpus))
-	if need <= nodeDefaultNonces {
+	if need <= ratelimit.DefaultMaxNonces {
 		return 0
 	}
 	return need

@@ -247,11 +247,8 @@ func New(cfg Config) (*Limiter, error) {
 	}
 	if cfg.Transport != nil {
 		l.name = cfg.Transport.LocalName()
-		register := cfg.Transport.Register
-		if lt, ok := cfg.Transport.(LargeStateTransport); ok {
-			register = lt.RegisterLarge // a million keys take most of a second to collect
-		}
-		if err := register(cfg.Channel, l.onMsg, l.localState, l.mergeState); err != nil {
+		// A million keys take half a second to collect: built on request at a join.
+		if err := registerLarge(cfg.Transport, cfg.Channel, l.onMsg, l.localState, l.mergeState); err != nil {
 			return nil, err
 		}
 		l.refreshMembers()

@@ -22,7 +22,7 @@ type NonceConfig struct {
 	// TTL is how long a used nonce is refused (default 15 minutes, the X-Ca-Timestamp
 	// tolerance: a request older than that is refused by its timestamp anyway).
 	TTL time.Duration
-	// MaxEntries bounds memory (default 4,000,000). It is rounded up to the tables'
+	// MaxEntries bounds memory (default DefaultMaxNonces). It is rounded up to the tables'
 	// power-of-two sizes: the default holds 6,291,456 nonces, 168 MB when full (20
 	// bytes a slot, at most three quarters used), enough for 7,000 signed calls a
 	// second sustained over the TTL. When full, Use refuses new nonces: failing
@@ -42,6 +42,10 @@ type NonceConfig struct {
 	// host is enough. The metrics then count for the whole file.
 	SharedFile string
 }
+
+// DefaultMaxNonces is NonceConfig.MaxEntries when unset: a node's --nonce-capacity
+// default.
+const DefaultMaxNonces = 4_000_000
 
 // NonceStore remembers used nonces cluster-wide, so a signed request cannot be
 // replayed on this node or, once the nonce has reached them (a few ms), on any other.
@@ -139,7 +143,7 @@ func NewNonceStore(cfg NonceConfig) (*NonceStore, error) {
 		cfg.TTL = 15 * time.Minute
 	}
 	if cfg.MaxEntries <= 0 {
-		cfg.MaxEntries = 4_000_000
+		cfg.MaxEntries = DefaultMaxNonces
 	}
 	if cfg.FlushInterval <= 0 {
 		cfg.FlushInterval = time.Millisecond
@@ -198,11 +202,7 @@ func NewNonceStore(cfg NonceConfig) (*NonceStore, error) {
 	}
 	if cfg.Transport != nil {
 		s.name = cfg.Transport.LocalName()
-		register := cfg.Transport.Register
-		if lt, ok := cfg.Transport.(LargeStateTransport); ok {
-			register = lt.RegisterLarge
-		}
-		if err := register(cfg.Channel, s.onMsg, s.localState, s.mergeState); err != nil {
+		if err := registerLarge(cfg.Transport, cfg.Channel, s.onMsg, s.localState, s.mergeState); err != nil {
 			return nil, err
 		}
 	}

@@ -28,6 +28,14 @@ type LargeStateTransport interface {
 	RegisterLarge(channel byte, onMsg func(msg []byte), localState func(join bool) []byte, mergeState func(buf []byte, join bool)) error
 }
 
+// registerLarge registers through RegisterLarge when tr has it, else Register.
+func registerLarge(tr Transport, channel byte, onMsg func(msg []byte), localState func(join bool) []byte, mergeState func(buf []byte, join bool)) error {
+	if lt, ok := tr.(LargeStateTransport); ok {
+		return lt.RegisterLarge(channel, onMsg, localState, mergeState)
+	}
+	return tr.Register(channel, onMsg, localState, mergeState)
+}
+
 // Introducer is a Transport that can ask a member it lists to exchange state with
 // this node directly, now (a push/pull, as on join), so that the member lists this
 // node too. The limiter calls it for a live member that has sent nothing for a while,
