@@ -136,9 +136,11 @@ type Node struct {
 	members *cluster.Membership
 	limiter *ratelimit.Limiter
 	nonces  *ratelimit.NonceStore
-	reg     *prometheus.Registry
-	token   string
-	started time.Time
+	// noncesLoaded: the start loaded the nonces a clean stop saved (see markUnsaved).
+	noncesLoaded bool
+	reg          *prometheus.Registry
+	token        string
+	started      time.Time
 
 	forwardClient *http.Client
 
@@ -303,6 +305,16 @@ func Start(cfg Config) (*Node, error) {
 	})
 	n.updatePolicies(n.fsm.State())
 	restored := n.fsm.State() // the snapshot raft restored, before anything is applied
+	if err := n.markUnsaved(n.noncesLoaded); err != nil {
+		n.members.Stop()
+		n.raft.Close()
+		n.stopQuotas()
+		n.gossip.Shutdown()
+		n.dataLn.Close()
+		n.adminLn.Close()
+		n.closeWorkerFiles()
+		return nil, err
+	}
 	if n.proxy != nil {
 		n.proxy.Update(n.fsm.State())
 		n.certs.update(n.fsm.State())

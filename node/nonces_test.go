@@ -2,10 +2,13 @@ package node
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/signature"
 )
 
 // TestRestartedNodeRefusesNoncesUsedBeforeTheStop: a node alone has no member to
@@ -57,5 +60,124 @@ func TestRestartedNodeRefusesNoncesUsedBeforeTheStop(t *testing.T) {
 				t.Errorf("the saved nonces are still on disk after they were loaded: %v", err)
 			}
 		})
+	}
+}
+
+// signedRequestAt signs a call as a client whose clock reads at.
+func signedRequestAt(t *testing.T, at time.Time) http.Header {
+	t.Helper()
+	req, err := http.NewRequest("GET", "http://shop.localhost/items", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := signature.NewSigner("AK-workers", "SK-workers-secret")
+	s.Now = func() time.Time { return at }
+	if _, err := s.SignHTTP(req); err != nil {
+		t.Fatal(err)
+	}
+	return req.Header
+}
+
+// TestCrashedNodeRefusesCallsSignedBeforeItsRestart: a node that crashes saves no
+// nonces, so a call it served just before could be sent again after the restart as if
+// new. The restart finds the run's marker and no saved nonces, and refuses every call
+// signed before it (plus crashClockLead) for the signature window, in process and
+// with workers; calls signed after pass. A clean restart within the window keeps that
+// horizon: the nonces the crash lost are still not in what it saves.
+func TestCrashedNodeRefusesCallsSignedBeforeItsRestart(t *testing.T) {
+	for _, workers := range []int{0, 2} {
+		t.Run(map[int]string{0: "in process", 2: "workers"}[workers], func(t *testing.T) {
+			cfg := testNodeConfig(t, "crashed")
+			if workers > 0 {
+				withWorkers(workers)(&cfg)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			n, err := Start(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitReadyNode(t, n)
+			if _, err := NewClient("http://"+n.AdminAddr(), n.Token()).Apply(ctx, workersBundle(1_000, `{"ok":true}`), false); err != nil {
+				t.Fatal(err)
+			}
+			used := signedRequest(t)
+			if st, code, _ := send(t, n.DataAddr(), used); st != 200 {
+				t.Fatalf("signed call: %d %s", st, code)
+			}
+			unsigned := signedRequest(t) // signed before the crash, never sent
+			n.Kill()
+
+			restart := time.Now()
+			n, err = Start(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitReadyNode(t, n)
+			for name, h := range map[string]http.Header{"the call served before the crash": used, "a call signed before it": unsigned,
+				"a call signed at the restart": signedRequestAt(t, restart)} {
+				if st, code, _ := send(t, n.DataAddr(), h); st != 400 || code != "A400SR" {
+					t.Errorf("%s, sent after the restart: %d %s, want 400 A400SR", name, st, code)
+				}
+			}
+			after := restart.Add(crashClockLead + time.Second)
+			served := signedRequestAt(t, after)
+			if st, code, body := send(t, n.DataAddr(), served); st != 200 {
+				t.Fatalf("a call signed after the restart's horizon: %d %s %s", st, code, body)
+			}
+
+			if err := n.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			n, err = Start(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			closeAtCleanup(t, n, cfg.NodeID)
+			waitReadyNode(t, n)
+			if st, code, _ := send(t, n.DataAddr(), used); st != 400 || code != "A400SR" {
+				t.Errorf("the call served before the crash, after a clean restart that followed: %d %s, want 400 A400SR", st, code)
+			}
+			if st, code, _ := send(t, n.DataAddr(), served); st != 400 || code != "A400NU" {
+				t.Errorf("the call served after the crash, after the clean restart: %d %s, want 400 A400NU", st, code)
+			}
+			if st, code, _ := send(t, n.DataAddr(), signedRequestAt(t, after)); st != 200 {
+				t.Errorf("a fresh call signed after the horizon: %d %s", st, code)
+			}
+		})
+	}
+}
+
+// TestCrashedNodeWithANonceFileKeepsItsNonces: a nonce table in a file (--nonce-file,
+// on tmpfs say) outlives a crash, so the restart knows the nonces and sets no horizon.
+func TestCrashedNodeWithANonceFileKeepsItsNonces(t *testing.T) {
+	cfg := testNodeConfig(t, "kept")
+	cfg.NonceFile = filepath.Join(t.TempDir(), "nonce-table")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReadyNode(t, n)
+	if _, err := NewClient("http://"+n.AdminAddr(), n.Token()).Apply(ctx, workersBundle(1_000, `{"ok":true}`), false); err != nil {
+		t.Fatal(err)
+	}
+	used := signedRequest(t)
+	if st, code, _ := send(t, n.DataAddr(), used); st != 200 {
+		t.Fatalf("signed call: %d %s", st, code)
+	}
+	n.Kill()
+	n, err = Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeAtCleanup(t, n, cfg.NodeID)
+	waitReadyNode(t, n)
+	if st, code, _ := send(t, n.DataAddr(), used); st != 400 || code != "A400NU" {
+		t.Errorf("the call served before the crash, sent again: %d %s, want 400 A400NU", st, code)
+	}
+	if st, code, _ := signedCall(t, n.DataAddr()); st != 200 {
+		t.Errorf("a call signed now: %d %s, want 200 (no horizon)", st, code)
 	}
 }

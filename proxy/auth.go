@@ -109,6 +109,8 @@ func (p *Proxy) authApp(c *Call) bool {
 		return c.Fail(ErrInvalidNonce)
 	case signature.ErrNonceUsed:
 		return c.Fail(ErrNonceUsed)
+	case signature.ErrSignedBeforeRestart:
+		return c.Fail(ErrSignedBeforeRestart)
 	}
 	return c.Fail(ErrInternal)
 }

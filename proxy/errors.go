@@ -74,6 +74,7 @@ var (
 	ErrTimestampExpired       = def(400, "A400TE", "Timestamp Expired", "X-Ca-Timestamp is more than 15 minutes away from the node's clock")
 	ErrInvalidTimestamp       = def(400, "A400IT", "Invalid Timestamp", "X-Ca-Timestamp is missing or not milliseconds since the epoch")
 	ErrNonceUsed              = def(400, "A400NU", "Nonce Used", "X-Ca-Nonce was already used within 15 minutes")
+	ErrSignedBeforeRestart    = def(400, "A400SR", "Signed Before Node Restart", "X-Ca-Timestamp is before the node's restart after a crash, which lost the nonces used before it; sign the call again")
 	ErrInvalidNonce           = def(400, "A400IN", "Invalid Nonce", "X-Ca-Nonce is missing or too long")
 	ErrInvalidMD5             = def(400, "A400MD", "Invalid Content-MD5", "Content-MD5 does not match the body")
 	ErrInvalidToken           = def(401, "A401IT", "Invalid Token", "the JWT is missing, malformed, expired, not yet valid, for another issuer or audience, replayed, or not signed by a configured key; the message says which")

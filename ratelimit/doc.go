@@ -112,4 +112,9 @@
 // acknowledged a batch for a second may have missed this node's join, and send it
 // none of its own nonces (the periodic push/pull heals membership but carries no
 // nonces): the node exchanges state with it as a join does (Introducer).
+//
+// The nonces live in memory, so a process that crashes loses them. Its node then
+// sets a horizon (SetHorizon, kept in a shared table's header for every process
+// mapping it): the signature check refuses calls signed before it, which the store
+// can no longer tell from replays.
 package ratelimit

@@ -91,6 +91,8 @@ type NonceStore struct {
 	// says something may need sending since the last flush.
 	dirty atomic.Bool
 	pace  flushLoop
+
+	horizon atomic.Int64 // SetHorizon's moment, Unix ms, without a shared file
 }
 
 const (
@@ -208,6 +210,31 @@ func NewNonceStore(cfg NonceConfig) (*NonceStore, error) {
 	}
 	return s, nil
 }
+
+// SetHorizon tells the store that it does not know the nonces used before t: its
+// node crashed and lost them. From then on HorizonMillis returns t, and the signature
+// check refuses calls signed before it (signature.NonceHorizon), which could be
+// replays of calls made before the crash. Every process sharing the table sees it.
+func (s *NonceStore) SetHorizon(t time.Time) {
+	h := &s.horizon
+	if s.shm != nil {
+		h = &s.shm.hdr.horizon
+	}
+	h.Store(t.UnixMilli())
+}
+
+// HorizonMillis implements signature.NonceHorizon: SetHorizon's moment in Unix
+// milliseconds, or 0.
+func (s *NonceStore) HorizonMillis() int64 {
+	if s.shm != nil {
+		return s.shm.hdr.horizon.Load()
+	}
+	return s.horizon.Load()
+}
+
+// Kept reports whether the store's table outlived the process that last used it: a
+// SharedFile that already held a table (on tmpfs, say), so a crash lost no nonce.
+func (s *NonceStore) Kept() bool { return s.shm != nil && s.shm.kept }
 
 // nonceDigest names a nonce by the first 16 bytes of its SHA-256: the same on every
 // node, fixed-size on the wire, and no one can craft two nonces that collide.

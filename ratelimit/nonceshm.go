@@ -45,6 +45,10 @@ type shmHeader struct {
 	// wanted counts the gossiping processes mapping the file that have peers: while it
 	// is above zero, every fresh nonce is queued for them to send.
 	wanted atomic.Int32
+	_      int32
+	// horizon is NonceStore.SetHorizon's moment, shared so every process refuses the
+	// calls signed before it (zero in a file written before it existed: none).
+	horizon atomic.Int64
 }
 
 // shmShard is a shard's control block. lock holds the pid of the process in the
@@ -66,6 +70,7 @@ type sharedNonces struct {
 	slots   []nonceSlot
 	per     int // slots a shard
 	pid     uint32
+	kept    bool // the file already held a table: it outlived the process that wrote it
 }
 
 func shmLayout(slotsPerShard int) (pendingOff, slotsOff, size int) {
@@ -132,7 +137,7 @@ func openSharedNonces(path string, slotsPerShard int) (*sharedNonces, error) {
 			return nil, fmt.Errorf("shared nonce file %s: %w", path, bad)
 		}
 	}
-	s := &sharedNonces{mem: mem, hdr: hdr, per: slotsPerShard, pid: uint32(os.Getpid())}
+	s := &sharedNonces{mem: mem, hdr: hdr, per: slotsPerShard, pid: uint32(os.Getpid()), kept: !fresh}
 	s.shards = unsafe.Slice((*shmShard)(unsafe.Pointer(&mem[shmHeaderSize])), nonceShards)
 	s.pending = mem[pendingOff:slotsOff]
 	s.slots = unsafe.Slice((*nonceSlot)(unsafe.Pointer(&mem[slotsOff])), nonceShards*slotsPerShard)

@@ -235,3 +235,35 @@ func TestSharedNonceFileCountsWhatItCannotQueue(t *testing.T) {
 		t.Fatalf("the queue held %d digests, want %d", len(q)/digestLen, shmPendingCap)
 	}
 }
+
+// TestSharedNonceFileCarriesTheHorizon: a horizon set in one process is every
+// process's (the node sets it, its workers check calls against it), and a file that
+// already held a table reports it was kept, so its node lost no nonce in a crash.
+func TestSharedNonceFileCarriesTheHorizon(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nonces")
+	a := sharedStore(t, path, 10_000)
+	if a.Kept() {
+		t.Error("a new file reported kept")
+	}
+	b := sharedStore(t, path, 10_000)
+	if !b.Kept() {
+		t.Error("a file that held a table reported new")
+	}
+	if b.HorizonMillis() != 0 {
+		t.Fatalf("horizon %d before any was set", b.HorizonMillis())
+	}
+	h := time.UnixMilli(1_800_000_000_123)
+	a.SetHorizon(h)
+	if got := b.HorizonMillis(); got != h.UnixMilli() {
+		t.Fatalf("horizon seen by the other store: %d, want %d", got, h.UnixMilli())
+	}
+	alone, err := NewNonceStore(NonceConfig{MaxEntries: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alone.Close()
+	alone.SetHorizon(h)
+	if alone.HorizonMillis() != h.UnixMilli() || alone.Kept() {
+		t.Fatalf("a store in memory: horizon %d kept %v", alone.HorizonMillis(), alone.Kept())
+	}
+}

@@ -37,6 +37,10 @@ var (
 	ErrInvalidNonce = &Error{"Invalid Nonce"}
 	// ErrNonceUsed means X-Ca-Nonce was already used within the window: a replay.
 	ErrNonceUsed = &Error{"Nonce Used"}
+	// ErrSignedBeforeRestart means X-Ca-Timestamp is before the horizon of a nonce
+	// store that lost the nonces used before it (see NonceHorizon): the call may be a
+	// replay the store cannot recognise. A call signed again passes.
+	ErrSignedBeforeRestart = &Error{"Signed Before Node Restart"}
 
 	// ErrMissingProxySignature means a backend request carries no
 	// X-Ca-Proxy-Signature or no X-Ca-Proxy-Signature-Secret-Key.

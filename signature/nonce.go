@@ -19,6 +19,17 @@ type NonceStore interface {
 	Use(nonce []byte, now time.Time) bool
 }
 
+// NonceHorizon is implemented by a NonceStore that may not know the nonces used
+// before some moment: a node that crashed loses the nonces it held in memory, and a
+// call signed before the crash could be sent again after it as if new. Verify refuses
+// a call whose X-Ca-Timestamp is before the horizon (ErrSignedBeforeRestart), and so
+// leaves the store nothing to vouch for that it cannot.
+type NonceHorizon interface {
+	// HorizonMillis returns the moment, in Unix milliseconds, from which the store
+	// knows every nonce used; 0 when it knows the whole window.
+	HorizonMillis() int64
+}
+
 // nonceShards spreads the store over this many locks, so concurrent requests seldom
 // meet on one. A power of two.
 const nonceShards = 64

@@ -36,7 +36,8 @@ type Verifier struct {
 	Window time.Duration
 	// Nonces, when set, is asked to use X-Ca-Nonce once the signature has checked
 	// out; a request without a nonce then fails with ErrInvalidNonce, a repeated one
-	// with ErrNonceUsed. Nil leaves the nonce to the caller (see NonceStore).
+	// with ErrNonceUsed, one signed before a NonceHorizon with ErrSignedBeforeRestart.
+	// Nil leaves the nonce to the caller (see NonceStore).
 	Nonces NonceStore
 }
 
@@ -45,7 +46,7 @@ type Verifier struct {
 // X-Ca-Signature-Method (ErrInvalidSignatureMethod), X-Ca-Timestamp
 // (ErrInvalidTimestamp, ErrTimestampExpired), Content-MD5 when sent
 // (ErrInvalidContentMD5), X-Ca-Signature (ErrInvalidSignature), then the nonce when
-// v.Nonces is set (ErrInvalidNonce, ErrNonceUsed). It returns nil or one of those
+// v.Nonces is set (ErrInvalidNonce, ErrSignedBeforeRestart, ErrNonceUsed). It returns nil or one of those
 // sentinels. The app (X-Ca-Key) is the caller's to find: see Key and
 // ErrInvalidAppKey.
 //
@@ -63,7 +64,8 @@ func (v *Verifier) Verify(req *fasthttp.Request, secrets []*Secret, now time.Tim
 	if !ok {
 		return ErrInvalidSignatureMethod
 	}
-	if err := checkTimestamp(get(x, lowerTimestamp), now, v.window()); err != nil {
+	signedAt, err := checkTimestamp(get(x, lowerTimestamp), now, v.window())
+	if err != nil {
 		return err
 	}
 	if sum := get(x, lowerContentMD5); len(sum) > 0 && !sc.contentMD5Matches(sum, req.Body()) {
@@ -92,6 +94,9 @@ func (v *Verifier) Verify(req *fasthttp.Request, secrets []*Secret, now time.Tim
 		if len(nonce) == 0 {
 			return ErrInvalidNonce
 		}
+		if h, ok := v.Nonces.(NonceHorizon); ok && signedAt < h.HorizonMillis() {
+			return ErrSignedBeforeRestart
+		}
 		if !v.Nonces.Use(nonce, now) {
 			return ErrNonceUsed
 		}
@@ -110,20 +115,20 @@ func (v *Verifier) window() time.Duration {
 // 18 keep the parse far from overflowing int64.
 const maxTimestampDigits = 18
 
-// checkTimestamp checks a millisecond timestamp against now ± window.
-func checkTimestamp(b []byte, now time.Time, window time.Duration) error {
+// checkTimestamp checks a millisecond timestamp against now ± window and returns it.
+func checkTimestamp(b []byte, now time.Time, window time.Duration) (int64, error) {
 	ms, ok := parseMillis(b)
 	if !ok {
-		return ErrInvalidTimestamp
+		return 0, ErrInvalidTimestamp
 	}
 	d := now.UnixMilli() - ms
 	if d < 0 {
 		d = -d
 	}
 	if d > window.Milliseconds() {
-		return ErrTimestampExpired
+		return 0, ErrTimestampExpired
 	}
-	return nil
+	return ms, nil
 }
 
 // parseMillis parses a non-negative decimal integer of at most 18 digits.

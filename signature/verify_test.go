@@ -299,3 +299,38 @@ func TestSecretRedacted(t *testing.T) {
 		}
 	}
 }
+
+// horizonStore is a nonce store that lost the nonces used before its horizon.
+type horizonStore struct {
+	*LocalNonceStore
+	horizon int64
+}
+
+func (s horizonStore) HorizonMillis() int64 { return s.horizon }
+
+// TestVerifierRefusesCallsSignedBeforeTheHorizon: a store with a horizon vouches for
+// no call signed before it, nonce fresh or not; one signed at or after it passes.
+func TestVerifierRefusesCallsSignedBeforeTheHorizon(t *testing.T) {
+	sec := []*Secret{NewSecret("s")}
+	v := Verifier{Nonces: horizonStore{NewLocalNonceStore(0, 1000), t0.UnixMilli()}}
+	var sc Scratch
+	before := fixedSigner("s")
+	before.Now = func() time.Time { return t0.Add(-time.Millisecond) }
+	req, _ := signedRequest(t, before, nil)
+	if err := v.Verify(req, sec, t0.Add(time.Second), &sc); err != ErrSignedBeforeRestart {
+		t.Errorf("signed a millisecond before the horizon: %v, want ErrSignedBeforeRestart", err)
+	}
+	forged, _ := signedRequest(t, fixedSigner("other"), nil)
+	if err := v.Verify(forged, sec, t0, &sc); err != ErrInvalidSignature {
+		t.Errorf("forged: %v, want ErrInvalidSignature (the signature is checked first)", err)
+	}
+	at := fixedSigner("s")
+	at.Now = func() time.Time { return t0 }
+	req, _ = signedRequest(t, at, nil)
+	if err := v.Verify(req, sec, t0.Add(time.Second), &sc); err != nil {
+		t.Errorf("signed at the horizon: %v", err)
+	}
+	if err := v.Verify(req, sec, t0.Add(2*time.Second), &sc); err != ErrNonceUsed {
+		t.Errorf("signed at the horizon, sent again: %v, want ErrNonceUsed", err)
+	}
+}
