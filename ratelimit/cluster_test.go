@@ -205,7 +205,7 @@ func TestClusterBatchesFitAPacketWithManyMembers(t *testing.T) {
 		}
 	}
 	last := nodes[members-1]
-	waitUntil(t, 3*time.Second, "the first member's nonces to reach the last", func() bool {
+	waitUntil(t, 10*time.Second, "the first member's nonces to reach the last", func() bool {
 		return last.ns.Seen([]byte("many-0-299"), time.Now())
 	})
 	const packet = 1199 // cluster.udpPayloadMax less the channel byte
