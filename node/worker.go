@@ -150,6 +150,7 @@ func startWorker(h workerHello, fc *frameConn, conn net.Conn, log *slog.Logger) 
 	w.proxy, err = proxy.New(proxy.Config{
 		Netpoller:           h.Netpoller,
 		EventLoop:           !h.Netpoller, // a worker runs the data plane on one P
+		LoopKeepsP:          true,         // and its clients and backends are other processes
 		BaseDomain:          h.BaseDomain,
 		MaxBodySize:         h.MaxBodySize,
 		Registerer:          reg,

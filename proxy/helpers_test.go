@@ -16,7 +16,8 @@ import (
 
 // eventLoopUnderTest serves every gateway startProxy starts through the event loop
 // (Config.EventLoop, on a poller listener): `make test` runs this package a second
-// time with TOLLGATE_TEST_EVENT_LOOP=1, so every test here holds for both paths.
+// time with TOLLGATE_TEST_EVENT_LOOP=1, so every test here holds for both paths. The
+// loop keeps its P there (Config.LoopKeepsP), as a worker's does.
 var eventLoopUnderTest = os.Getenv("TOLLGATE_TEST_EVENT_LOOP") == "1"
 
 // stateOf builds fsm states for tests the way the FSM would hold them.
@@ -104,7 +105,7 @@ func startProxy(t testing.TB, cfg Config, s *fsm.State) *testGateway {
 		cfg.NodeID = "test-node"
 	}
 	if eventLoopUnderTest {
-		cfg.EventLoop = true
+		cfg.EventLoop, cfg.LoopKeepsP = true, true
 	}
 	p, err := New(cfg)
 	if err != nil {

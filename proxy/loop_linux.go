@@ -236,6 +236,10 @@ func (p *Proxy) serveLoop(ln net.Listener) error {
 	}
 	p.loopLns = append(p.loopLns, ln)
 	p.mu.Unlock()
+	if p.cfg.LoopKeepsP {
+		po.holdWait.Add(1)
+		defer po.holdWait.Add(-1)
+	}
 	for {
 		c, err := ln.Accept()
 		if err != nil {
