@@ -74,7 +74,10 @@
 // request and goes back to its events; the backend's answer is another event, from
 // which it finishes the request. No goroutine is parked or woken per request. What it
 // does not frame itself (chunked or expected request bodies, large ones, answers read
-// to the close, TLS) goes to fasthttp's server or a goroutine (see eventLoop).
+// to the close, TLS) goes to fasthttp's server or a goroutine (see eventLoop). With
+// Config.LoopKeepsP too (the workers again), the goroutine waits for its next events
+// in the kernel while busy instead of parking after each batch (see
+// poller.gatherEvents).
 //
 // Every response carries X-Ca-Request-Id; every error also X-Ca-Error-Code,
 // X-Ca-Error-Message and a small JSON body, from the one table in errors.go.
