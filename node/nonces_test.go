@@ -25,18 +25,7 @@ func TestRestartedNodeRefusesNoncesUsedBeforeTheStop(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			n, err := Start(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			waitReadyNode(t, n)
-			if _, err := NewClient("http://"+n.AdminAddr(), n.Token()).Apply(ctx, workersBundle(1_000, `{"ok":true}`), false); err != nil {
-				t.Fatal(err)
-			}
-			used := signedRequest(t)
-			if st, code, _ := send(t, n.DataAddr(), used); st != 200 {
-				t.Fatalf("signed call: %d %s", st, code)
-			}
+			n, used := startServingSignedCall(t, ctx, cfg)
 			if err := n.Close(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -44,12 +33,7 @@ func TestRestartedNodeRefusesNoncesUsedBeforeTheStop(t *testing.T) {
 				t.Fatalf("no nonces saved at the stop: %v", err)
 			}
 
-			n, err = Start(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			closeAtCleanup(t, n, cfg.NodeID)
-			waitReadyNode(t, n)
+			n = startReadyNode(t, cfg)
 			if st, code, _ := send(t, n.DataAddr(), used); st != 400 || code != "A400NU" {
 				t.Fatalf("the call signed before the stop, sent again after it: %d %s, want 400 A400NU", st, code)
 			}
@@ -61,6 +45,34 @@ func TestRestartedNodeRefusesNoncesUsedBeforeTheStop(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startServingSignedCall starts a node on cfg with the workers' test API and serves
+// one signed call, which it returns.
+func startServingSignedCall(t *testing.T, ctx context.Context, cfg Config) (*Node, http.Header) {
+	t.Helper()
+	n := startReadyNode(t, cfg)
+	if _, err := NewClient("http://"+n.AdminAddr(), n.Token()).Apply(ctx, workersBundle(1_000, `{"ok":true}`), false); err != nil {
+		t.Fatal(err)
+	}
+	used := signedRequest(t)
+	if st, code, _ := send(t, n.DataAddr(), used); st != 200 {
+		t.Fatalf("signed call: %d %s", st, code)
+	}
+	return n, used
+}
+
+// startReadyNode starts a node on cfg, stopped when the test ends, and waits
+// until it is ready.
+func startReadyNode(t *testing.T, cfg Config) *Node {
+	t.Helper()
+	n, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeAtCleanup(t, n, cfg.NodeID)
+	waitReadyNode(t, n)
+	return n
 }
 
 // signedRequestAt signs a call as a client whose clock reads at.
@@ -93,27 +105,12 @@ func TestCrashedNodeRefusesCallsSignedBeforeItsRestart(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			n, err := Start(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			waitReadyNode(t, n)
-			if _, err := NewClient("http://"+n.AdminAddr(), n.Token()).Apply(ctx, workersBundle(1_000, `{"ok":true}`), false); err != nil {
-				t.Fatal(err)
-			}
-			used := signedRequest(t)
-			if st, code, _ := send(t, n.DataAddr(), used); st != 200 {
-				t.Fatalf("signed call: %d %s", st, code)
-			}
+			n, used := startServingSignedCall(t, ctx, cfg)
 			unsigned := signedRequest(t) // signed before the crash, never sent
 			n.Kill()
 
 			restart := time.Now()
-			n, err = Start(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			waitReadyNode(t, n)
+			n = startReadyNode(t, cfg)
 			for name, h := range map[string]http.Header{"the call served before the crash": used, "a call signed before it": unsigned,
 				"a call signed at the restart": signedRequestAt(t, restart)} {
 				if st, code, _ := send(t, n.DataAddr(), h); st != 400 || code != "A400SR" {
@@ -129,12 +126,7 @@ func TestCrashedNodeRefusesCallsSignedBeforeItsRestart(t *testing.T) {
 			if err := n.Close(ctx); err != nil {
 				t.Fatal(err)
 			}
-			n, err = Start(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			closeAtCleanup(t, n, cfg.NodeID)
-			waitReadyNode(t, n)
+			n = startReadyNode(t, cfg)
 			if st, code, _ := send(t, n.DataAddr(), used); st != 400 || code != "A400SR" {
 				t.Errorf("the call served before the crash, after a clean restart that followed: %d %s, want 400 A400SR", st, code)
 			}
@@ -155,25 +147,9 @@ func TestCrashedNodeWithANonceFileKeepsItsNonces(t *testing.T) {
 	cfg.NonceFile = filepath.Join(t.TempDir(), "nonce-table")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	n, err := Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitReadyNode(t, n)
-	if _, err := NewClient("http://"+n.AdminAddr(), n.Token()).Apply(ctx, workersBundle(1_000, `{"ok":true}`), false); err != nil {
-		t.Fatal(err)
-	}
-	used := signedRequest(t)
-	if st, code, _ := send(t, n.DataAddr(), used); st != 200 {
-		t.Fatalf("signed call: %d %s", st, code)
-	}
+	n, used := startServingSignedCall(t, ctx, cfg)
 	n.Kill()
-	n, err = Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	closeAtCleanup(t, n, cfg.NodeID)
-	waitReadyNode(t, n)
+	n = startReadyNode(t, cfg)
 	if st, code, _ := send(t, n.DataAddr(), used); st != 400 || code != "A400NU" {
 		t.Errorf("the call served before the crash, sent again: %d %s, want 400 A400NU", st, code)
 	}
