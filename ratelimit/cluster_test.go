@@ -181,7 +181,17 @@ func convergedWithin(t *testing.T, within time.Duration, nodes []*node, policy s
 // every member, every 5 ms under load, went by TCP to each of the others. A batch now
 // acknowledges as many as fit, the ones it owes first, and the others in the next.
 // The quota still holds exactly, and used nonces still reach every member.
-func TestClusterBatchesFitAPacketWithManyMembers(t *testing.T) {
+//
+// Sixteen members under the race detector, beside every other package's race-built
+// tests on two CPUs, starve: their probes time out, members flap, and a refill waits
+// for the flapped member's acknowledgement (calls refused meanwhile, as designed).
+// That failed this test in three whole runs of six on 2026-12-07 (a wait past 3 s
+// twice, 2,999 of 3,000 admitted once) and never alone, so it runs in make test's
+// test-large pass, without the detector and alone.
+func TestClusterLargeMembershipBatchesFitAPacket(t *testing.T) {
+	if raceEnabled {
+		t.Skip("16 members starve under the race detector: make test runs this without it (test-large)")
+	}
 	const members = 16
 	name := func(i int) string { return fmt.Sprintf("%s-%02d", strings.Repeat("long-host-name-", 5)+"xxxxxx", i) }
 	nodes := []*node{startNode(t, name(0), "")}
@@ -203,10 +213,8 @@ func TestClusterBatchesFitAPacketWithManyMembers(t *testing.T) {
 	if admitted != 3000 {
 		t.Fatalf("admitted %d of 3000 under a limit of %d", admitted, limit)
 	}
-	// Alone this converges in milliseconds and the nonces below arrive in 0.1-0.2 s;
-	// in a whole race-built make test, with every package's cluster tests on two CPUs,
-	// 16 members have missed 3 s twice (their probes time out and members flap), so
-	// this test waits as long as for the membership.
+	// It converges in milliseconds and the nonces below arrive in 0.1-0.2 s; the
+	// waits are as long as for the membership all the same.
 	convergedWithin(t, 10*time.Second, nodes, "big", ratelimit.DimAPI, "many", 3000)
 	// And nonces: every member uses some, so each acknowledges every other's batches.
 	for i, n := range nodes {
