@@ -70,6 +70,10 @@ type eventLoop struct {
 	uri  fasthttp.URI
 
 	calls []*Call // reset Calls for the next requests
+
+	// off counts the calls being served off the loop (offLoop, a mock's delay): while
+	// any is, the poller does not hold its P between batches (see gatherEvents).
+	off int
 }
 
 const (
@@ -601,10 +605,8 @@ func (lc *loopConn) forward(c *Call, h *httpBackend, sent time.Duration) bool {
 	if len(rest) > 0 {
 		rest = append([]byte(nil), rest...)
 		lc.call, lc.h, lc.sentAt = c, h, sent
-		go func() {
-			err := h.client.finishRoundTrip(cc, rest, req, resp, c.Start, deadline)
-			l.post(func() { l.backendDone(lc, err) })
-		}()
+		l.offLoop(func() error { return h.client.finishRoundTrip(cc, rest, req, resp, c.Start, deadline) },
+			func(err error) { l.backendDone(lc, err) })
 		return false
 	}
 	lc.call, lc.h, lc.cc, lc.sentAt = c, h, cc, sent
@@ -629,9 +631,21 @@ func (l *eventLoop) waitable(cc *backendConn) *pollConn {
 func (lc *loopConn) goForward(c *Call, h *httpBackend, sent time.Duration, deadline time.Time) {
 	l := lc.l
 	lc.call, lc.h, lc.sentAt = c, h, sent
+	l.offLoop(func() error { return h.client.do(&c.Ctx.Request, &c.Ctx.Response, c.Start, deadline) },
+		func(err error) { l.backendDone(lc, err) })
+}
+
+// offLoop runs work on a goroutine and then end, with work's error, on the loop. The
+// goroutine may wait on the runtime's netpoller (a dial) and on the scheduler, which
+// a loop holding its P would keep waiting, so the loop does not hold it meanwhile.
+func (l *eventLoop) offLoop(work func() error, end func(error)) {
+	l.off++
 	go func() {
-		err := h.client.do(&c.Ctx.Request, &c.Ctx.Response, c.Start, deadline)
-		l.post(func() { l.backendDone(lc, err) })
+		err := work()
+		l.post(func() {
+			l.off--
+			end(err)
+		})
 	}()
 }
 
@@ -639,8 +653,10 @@ func (lc *loopConn) goForward(c *Call, h *httpBackend, sent time.Duration, deadl
 func (lc *loopConn) after(c *Call, d time.Duration, answer func(*Call) bool) bool {
 	l := lc.l
 	lc.call = c
+	l.off++ // the timer fires from the scheduler
 	time.AfterFunc(d, func() {
 		l.post(func() {
+			l.off--
 			answer(c)
 			l.callDone(lc)
 		})
@@ -697,12 +713,12 @@ func (l *eventLoop) readAnswer(lc *loopConn) {
 		got := append([]byte(nil), lc.answer...)
 		cc := l.unwait(lc)
 		c, h := lc.call, lc.h
-		go func() {
+		l.offLoop(func() error {
 			br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(got), cc.c), backendReadBufferSize)
 			err := h.client.readAnswer(br, &c.Ctx.Request, &c.Ctx.Response)
 			h.client.discard(cc) // br may hold bytes past the answer
-			l.post(func() { l.backendDone(lc, err) })
-		}()
+			return err
+		}, func(err error) { l.backendDone(lc, err) })
 	case eof:
 		err := io.ErrUnexpectedEOF
 		nothing := len(lc.answer) == 0

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -644,4 +645,63 @@ func processUsage(t *testing.T) syscall.Rusage {
 		t.Fatal(err)
 	}
 	return ru
+}
+
+// TestLoopKeepingItsPLetsCallsOffTheLoopRun: a call the loop serves from a goroutine
+// (here a dial on every call, the backend closing each connection) waits on the
+// runtime's netpoller and scheduler, and a goroutine whose socket is the poller's (a
+// client here, an accept, a connection handed to fasthttp's server) waits for the
+// loop to let it run. A loop holding its only P between batches kept both waiting
+// until it parked, a millisecond or more per call: 40 calls on one connection took
+// 50 ms against 3 without holding, with either rule of gatherEvents taken out (no hold
+// while calls are off the loop; a yield when a batch woke a goroutine). With one P,
+// the same sequential calls take about as long with Config.LoopKeepsP as without it,
+// on one connection and on a new connection each.
+func TestLoopKeepingItsPLetsCallsOffTheLoopRun(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	be := startBackend(t, func(ctx *fasthttp.RequestCtx) {
+		ctx.SetConnectionClose()
+		ctx.WriteString("ok")
+	})
+	s := newStateOf().api("g", "e", httpDef("GET", "/e", "http://"+be, "/e"), fsm.StageRelease).s
+	const calls = 40
+	// The client's sockets are the poller's too, as an outside client's would not wait
+	// on the runtime's netpoller: only the calls' own goroutines, the gateway's accept
+	// and the in-process backend do.
+	dial := func(addr string) *rawClient {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		c := &rawClient{t: t, c: pollDial(nc)}
+		c.br = bufio.NewReader(c.c)
+		return c
+	}
+	// timeCalls makes the calls on one connection, or each on a new one (an accept).
+	timeCalls := func(keep, newConns bool) time.Duration {
+		g := loopGateway(t, Config{LoopKeepsP: keep}, s)
+		c := dial(g.addr)
+		c.send(get("/e")) // the first dial, and the pool's first connection, untimed
+		c.answer(false)
+		start := time.Now()
+		for i := range calls {
+			if newConns {
+				c = dial(g.addr)
+			}
+			c.send(get("/e"))
+			if resp := c.answer(false); resp.StatusCode() != 200 {
+				t.Fatalf("keep %v call %d: %d %s", keep, i, resp.StatusCode(), resp.Body())
+			}
+		}
+		return time.Since(start)
+	}
+	for _, newConns := range []bool{false, true} {
+		without := timeCalls(false, newConns)
+		with := timeCalls(true, newConns)
+		t.Logf("%d calls that each dial, new connections %v, one P: %v without LoopKeepsP, %v with", calls, newConns, without, with)
+		if with > 2*without+20*time.Millisecond {
+			t.Fatalf("%d calls that each dial (new connections %v) took %v with LoopKeepsP, %v without", calls, newConns, with, without)
+		}
+	}
 }

@@ -56,6 +56,9 @@ type poller struct {
 	// holdWait counts the proxies serving with Config.LoopKeepsP: while there are
 	// any, wait for events in the kernel before parking (see gatherEvents).
 	holdWait atomic.Int32
+	// readied: dispatch signalled a goroutine's connection since the last yield (the
+	// gathering goroutine's alone).
+	readied bool
 }
 
 const pollTick = 25 * time.Millisecond
@@ -131,8 +134,11 @@ func (p *poller) close() {
 // (4% of a worker's user time under load). A signal (the runtime preempting the
 // loop, a GC) interrupts the wait. The goroutine still parks every holdBatches
 // batches, and once the set is quiet for holdWaitMs: a park is when the scheduler
-// runs the goroutines the batches readied, the timers, and polls the runtime's own
-// netpoller (a backend dial's connect waits there), and it costs nothing while idle.
+// runs the timers and polls the runtime's own netpoller, and it costs nothing while
+// idle. It does not hold at all while the loop has calls served off it (eventLoop.off:
+// a dial, a mock's delay), whose goroutines wait on that netpoller and the scheduler,
+// and it yields before holding when a batch woke a goroutine (a listener's accept, a
+// connection handed to fasthttp's server): those run as soon as without holding.
 func (p *poller) gatherEvents(_ uintptr) bool {
 	timeout, held := 0, 0
 	for {
@@ -154,8 +160,13 @@ func (p *poller) gatherEvents(_ uintptr) bool {
 			timeout = 0 // more may be waiting
 			continue
 		}
-		if p.holdWait.Load() == 0 || held == holdBatches {
+		if p.holdWait.Load() == 0 || held == holdBatches || p.loop.off > 0 {
 			return false
+		}
+		if p.readied {
+			// The batch woke goroutines: let them run before the P is held.
+			p.readied = false
+			runtime.Gosched()
 		}
 		held++
 		timeout = holdWaitMs
@@ -193,6 +204,7 @@ func (p *poller) dispatch(n int) {
 			p.loop.runPosted()
 			continue
 		}
+		p.readied = true // a goroutine's connection (a listener, a handed-off client, a dial)
 		if ev.Events&(syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
 			c.r.signal()
 		}
