@@ -161,6 +161,7 @@ func (p *poller) gatherEvents(_ uintptr) bool {
 			continue
 		}
 		if p.holdWait.Load() == 0 || held == holdBatches || p.loop.off > 0 {
+			p.readied = false // the park lets them run
 			return false
 		}
 		if p.readied {
