@@ -295,7 +295,11 @@ func (l *eventLoop) adopt(p *Proxy, pc *pollConn) {
 // behind: a tick is added so that it never comes early (a client's timeouts are
 // seconds; the sweep ends them at most three ticks late).
 func (l *eventLoop) deadlineIn(d time.Duration) int64 {
-	return l.po.now.Load() + int64(d) + int64(pollTick)
+	now := l.po.now.Load()
+	if now == 0 {
+		now = time.Now().UnixNano() // the sweeper sleeps (see poller.sweep)
+	}
+	return now + int64(d) + int64(pollTick)
 }
 
 // clientEvent takes a client socket's event.

@@ -47,8 +47,8 @@ type poller struct {
 	live  atomic.Int64
 	woken chan struct{}
 	done  chan struct{} // closed by close: the process's poller never is
-	// now is the sweeper's clock (unix ns), at most a tick behind: a wait compares
-	// deadlines with it instead of reading the clock.
+	// now is the sweeper's clock (unix ns), at most a tick behind, and 0 while it
+	// sleeps: a wait compares deadlines with it instead of reading the clock.
 	now atomic.Int64
 	// loop serves the connections of proxies with Config.EventLoop from the
 	// gathering goroutine (loop_linux.go).
@@ -223,6 +223,10 @@ func (p *poller) sweep() {
 	for {
 		if p.live.Load() == 0 {
 			t.Stop()
+			// Asleep, the clock stops: 0 tells deadlineIn to read the real one until the
+			// sweeper runs again, or a connection opened meanwhile would get a deadline
+			// as old as the sleep (a loop's idle client closed 31 ms into 600, once).
+			p.now.Store(0)
 			select {
 			case <-p.woken:
 			case <-p.done:
