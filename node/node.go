@@ -305,7 +305,7 @@ func Start(cfg Config) (*Node, error) {
 	})
 	n.updatePolicies(n.fsm.State())
 	restored := n.fsm.State() // the snapshot raft restored, before anything is applied
-	if err := n.markUnsaved(n.noncesLoaded); err != nil {
+	if err := n.markUnsaved(); err != nil {
 		n.members.Stop()
 		n.raft.Close()
 		n.stopQuotas()

@@ -131,11 +131,11 @@ func readHorizon(path string, log *slog.Logger) int64 {
 
 // markUnsaved writes unsavedFile, durably, before the node serves, and then removes
 // the saved nonces recallNonces loaded: from here on they live only in memory.
-func (n *Node) markUnsaved(loaded bool) error {
+func (n *Node) markUnsaved() error {
 	if err := replaceFile(filepath.Join(n.cfg.DataDir, unsavedFile), func(*os.File) error { return nil }); err != nil {
 		return fmt.Errorf("nonce marker: %w", err)
 	}
-	if loaded {
+	if n.noncesLoaded {
 		_ = os.Remove(filepath.Join(n.cfg.DataDir, noncesFile))
 	}
 	return nil
@@ -177,9 +177,12 @@ func (n *Node) saveNonces() {
 		return err
 	})
 	if err == nil {
-		err = os.Remove(filepath.Join(n.cfg.DataDir, unsavedFile))
+		// No marker: the start failed before it served, and used none.
+		if rerr := os.Remove(filepath.Join(n.cfg.DataDir, unsavedFile)); !errors.Is(rerr, os.ErrNotExist) {
+			err = rerr
+		}
 	}
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err != nil {
 		n.log.Warn("live nonces not saved: the next start refuses calls signed before it for the signature window", "err", err)
 		return
 	}

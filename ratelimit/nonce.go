@@ -215,21 +215,18 @@ func NewNonceStore(cfg NonceConfig) (*NonceStore, error) {
 // node crashed and lost them. From then on HorizonMillis returns t, and the signature
 // check refuses calls signed before it (signature.NonceHorizon), which could be
 // replays of calls made before the crash. Every process sharing the table sees it.
-func (s *NonceStore) SetHorizon(t time.Time) {
-	h := &s.horizon
-	if s.shm != nil {
-		h = &s.shm.hdr.horizon
-	}
-	h.Store(t.UnixMilli())
-}
+func (s *NonceStore) SetHorizon(t time.Time) { s.horizonWord().Store(t.UnixMilli()) }
 
 // HorizonMillis implements signature.NonceHorizon: SetHorizon's moment in Unix
 // milliseconds, or 0.
-func (s *NonceStore) HorizonMillis() int64 {
+func (s *NonceStore) HorizonMillis() int64 { return s.horizonWord().Load() }
+
+// horizonWord is where the horizon is kept: the shared table's header, or the store.
+func (s *NonceStore) horizonWord() *atomic.Int64 {
 	if s.shm != nil {
-		return s.shm.hdr.horizon.Load()
+		return &s.shm.hdr.horizon
 	}
-	return s.horizon.Load()
+	return &s.horizon
 }
 
 // Kept reports whether the store's table outlived the process that last used it: a
