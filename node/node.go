@@ -193,6 +193,11 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.ProvisionalWait == 0 {
 		cfg.ProvisionalWait = Defaults().ProvisionalWait
 	}
+	if cfg.NodeID != "" {
+		if err := checkNodeID(cfg.NodeID); err != nil {
+			return nil, err
+		}
+	}
 	var raftTLS *tls.Config
 	if cfg.RaftTLSCA != "" || cfg.RaftTLSCert != "" || cfg.RaftTLSKey != "" {
 		var err error
@@ -700,6 +705,9 @@ func nodeID(cfg Config) (string, error) {
 	path := filepath.Join(cfg.DataDir, "node-id")
 	if b, err := os.ReadFile(path); err == nil {
 		stored := strings.TrimSpace(string(b))
+		if err := checkNodeID(stored); err != nil {
+			return "", fmt.Errorf("%s: %w", path, err)
+		}
 		if cfg.NodeID != "" && cfg.NodeID != stored {
 			return "", fmt.Errorf("node id %q does not match %q stored in %s: a data dir belongs to one node", cfg.NodeID, stored, path)
 		}
@@ -708,12 +716,51 @@ func nodeID(cfg Config) (string, error) {
 	id := cfg.NodeID
 	if id == "" {
 		host, _ := os.Hostname()
-		id = fmt.Sprintf("%s-%s", host, randomHex(3))
+		id = fmt.Sprintf("%s-%s", nodeIDSafe(host), randomHex(3))
 	}
 	if err := os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("write node id: %w", err)
 	}
 	return id, nil
+}
+
+// maxNodeID bounds a node id. The id names the node in raft, as its gossip member
+// (its workers' names add a few bytes) and in every request id it makes; the
+// cluster's UDP batches leave room for acknowledgements naming members of about this
+// size, and no more.
+const maxNodeID = 128
+
+// checkNodeID says what is wrong with id, if anything: 1 to maxNodeID letters,
+// digits, '.', '-' or '_', the characters of a host name, which a node id usually is.
+func checkNodeID(id string) error {
+	if id == "" || len(id) > maxNodeID {
+		return fmt.Errorf("node id %q: %d bytes, want 1 to %d", id, len(id), maxNodeID)
+	}
+	for i := range len(id) {
+		if !nodeIDByte(id[i]) {
+			return fmt.Errorf("node id %q: %q at byte %d; want letters, digits, '.', '-' or '_' (it names the node in raft, gossip and request ids)", id, id[i], i)
+		}
+	}
+	return nil
+}
+
+func nodeIDByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_'
+}
+
+// nodeIDSafe makes a host name into the start of a generated node id: what a node id
+// may not hold becomes '-', and it is cut to leave room for the random suffix.
+func nodeIDSafe(host string) string {
+	b := []byte(host)
+	for i, c := range b {
+		if !nodeIDByte(c) {
+			b[i] = '-'
+		}
+	}
+	if len(b) == 0 {
+		return "node"
+	}
+	return string(b[:min(len(b), maxNodeID-7)])
 }
 
 func adminToken(cfg Config) (string, error) {

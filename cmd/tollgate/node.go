@@ -76,7 +76,7 @@ DATA/admin-token. SIGTERM or SIGINT drains the node and stops it cleanly.`,
 	f.StringVar(&cfg.Raft, "raft", cfg.Raft, "raft address (host:port other nodes can reach)")
 	f.StringVar(&cfg.Gossip, "gossip", cfg.Gossip, "gossip address (host:port other nodes can reach)")
 	f.StringVar(&cfg.BaseDomain, "base-domain", cfg.BaseDomain, "base domain: group g is reached at g.<base-domain>")
-	f.StringVar(&cfg.NodeID, "node-id", cfg.NodeID, "node id (default: stored in the data dir, or generated)")
+	f.StringVar(&cfg.NodeID, "node-id", cfg.NodeID, "node id: 1 to 128 letters, digits, '.', '-' or '_' (default: stored in the data dir, or generated from the host name)")
 	f.StringVar(&join, "join", "", "gossip address(es) of cluster members to join, comma-separated")
 	f.IntVar(&cfg.MaxBodySize, "max-body", cfg.MaxBodySize, "largest request body the data plane accepts, in bytes")
 	f.IntVar(&cfg.NonceCapacity, "nonce-capacity", 0, "used nonces remembered over the 15-minute signature window (default 4000000, rounded up to 6.3M in 168 MB, about 27 bytes each): a node takes at most this many signed calls per window, 7,000 a second sustained at the default; beyond it signed calls are refused (A400NU) until old nonces expire")
