@@ -17,34 +17,26 @@ import (
 // nonces in the data dir and the next start loads them, in process and with workers
 // (whose table the node shares).
 func TestRestartedNodeRefusesNoncesUsedBeforeTheStop(t *testing.T) {
-	for _, workers := range []int{0, 2} {
-		t.Run(map[int]string{0: "in process", 2: "workers"}[workers], func(t *testing.T) {
-			cfg := testNodeConfig(t, "restarted")
-			if workers > 0 {
-				withWorkers(workers)(&cfg)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			n, used := startServingSignedCall(t, ctx, cfg)
-			if err := n.Close(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := os.Stat(filepath.Join(cfg.DataDir, noncesFile)); err != nil {
-				t.Fatalf("no nonces saved at the stop: %v", err)
-			}
+	inEachDataPlane(t, "restarted", func(t *testing.T, ctx context.Context, cfg Config) {
+		n, used := startServingSignedCall(t, ctx, cfg)
+		if err := n.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(cfg.DataDir, noncesFile)); err != nil {
+			t.Fatalf("no nonces saved at the stop: %v", err)
+		}
 
-			n = startReadyNode(t, cfg)
-			if st, code, _ := send(t, n.DataAddr(), used); st != 400 || code != "A400NU" {
-				t.Fatalf("the call signed before the stop, sent again after it: %d %s, want 400 A400NU", st, code)
-			}
-			if st, code, _ := signedCall(t, n.DataAddr()); st != 200 {
-				t.Fatalf("a fresh signed call after the restart: %d %s", st, code)
-			}
-			if _, err := os.Stat(filepath.Join(cfg.DataDir, noncesFile)); !os.IsNotExist(err) {
-				t.Errorf("the saved nonces are still on disk after they were loaded: %v", err)
-			}
-		})
-	}
+		n = startReadyNode(t, cfg)
+		if st, code, _ := send(t, n.DataAddr(), used); st != 400 || code != "A400NU" {
+			t.Fatalf("the call signed before the stop, sent again after it: %d %s, want 400 A400NU", st, code)
+		}
+		if st, code, _ := signedCall(t, n.DataAddr()); st != 200 {
+			t.Fatalf("a fresh signed call after the restart: %d %s", st, code)
+		}
+		if _, err := os.Stat(filepath.Join(cfg.DataDir, noncesFile)); !os.IsNotExist(err) {
+			t.Errorf("the saved nonces are still on disk after they were loaded: %v", err)
+		}
+	})
 }
 
 // startServingSignedCall starts a node on cfg with the workers' test API and serves
@@ -97,47 +89,39 @@ func signedRequestAt(t *testing.T, at time.Time) http.Header {
 // with workers; calls signed after pass. A clean restart within the window keeps that
 // horizon: the nonces the crash lost are still not in what it saves.
 func TestCrashedNodeRefusesCallsSignedBeforeItsRestart(t *testing.T) {
-	for _, workers := range []int{0, 2} {
-		t.Run(map[int]string{0: "in process", 2: "workers"}[workers], func(t *testing.T) {
-			cfg := testNodeConfig(t, "crashed")
-			if workers > 0 {
-				withWorkers(workers)(&cfg)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			n, used := startServingSignedCall(t, ctx, cfg)
-			unsigned := signedRequest(t) // signed before the crash, never sent
-			n.Kill()
+	inEachDataPlane(t, "crashed", func(t *testing.T, ctx context.Context, cfg Config) {
+		n, used := startServingSignedCall(t, ctx, cfg)
+		unsigned := signedRequest(t) // signed before the crash, never sent
+		n.Kill()
 
-			restart := time.Now()
-			n = startReadyNode(t, cfg)
-			for name, h := range map[string]http.Header{"the call served before the crash": used, "a call signed before it": unsigned,
-				"a call signed at the restart": signedRequestAt(t, restart)} {
-				if st, code, _ := send(t, n.DataAddr(), h); st != 400 || code != "A400SR" {
-					t.Errorf("%s, sent after the restart: %d %s, want 400 A400SR", name, st, code)
-				}
+		restart := time.Now()
+		n = startReadyNode(t, cfg)
+		for name, h := range map[string]http.Header{"the call served before the crash": used, "a call signed before it": unsigned,
+			"a call signed at the restart": signedRequestAt(t, restart)} {
+			if st, code, _ := send(t, n.DataAddr(), h); st != 400 || code != "A400SR" {
+				t.Errorf("%s, sent after the restart: %d %s, want 400 A400SR", name, st, code)
 			}
-			after := restart.Add(crashClockLead + time.Second)
-			served := signedRequestAt(t, after)
-			if st, code, body := send(t, n.DataAddr(), served); st != 200 {
-				t.Fatalf("a call signed after the restart's horizon: %d %s %s", st, code, body)
-			}
+		}
+		after := restart.Add(crashClockLead + time.Second)
+		served := signedRequestAt(t, after)
+		if st, code, body := send(t, n.DataAddr(), served); st != 200 {
+			t.Fatalf("a call signed after the restart's horizon: %d %s %s", st, code, body)
+		}
 
-			if err := n.Close(ctx); err != nil {
-				t.Fatal(err)
-			}
-			n = startReadyNode(t, cfg)
-			if st, code, _ := send(t, n.DataAddr(), used); st != 400 || code != "A400SR" {
-				t.Errorf("the call served before the crash, after a clean restart that followed: %d %s, want 400 A400SR", st, code)
-			}
-			if st, code, _ := send(t, n.DataAddr(), served); st != 400 || code != "A400NU" {
-				t.Errorf("the call served after the crash, after the clean restart: %d %s, want 400 A400NU", st, code)
-			}
-			if st, code, _ := send(t, n.DataAddr(), signedRequestAt(t, after)); st != 200 {
-				t.Errorf("a fresh call signed after the horizon: %d %s", st, code)
-			}
-		})
-	}
+		if err := n.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		n = startReadyNode(t, cfg)
+		if st, code, _ := send(t, n.DataAddr(), used); st != 400 || code != "A400SR" {
+			t.Errorf("the call served before the crash, after a clean restart that followed: %d %s, want 400 A400SR", st, code)
+		}
+		if st, code, _ := send(t, n.DataAddr(), served); st != 400 || code != "A400NU" {
+			t.Errorf("the call served after the crash, after the clean restart: %d %s, want 400 A400NU", st, code)
+		}
+		if st, code, _ := send(t, n.DataAddr(), signedRequestAt(t, after)); st != 200 {
+			t.Errorf("a fresh call signed after the horizon: %d %s", st, code)
+		}
+	})
 }
 
 // TestCrashedNodeWithANonceFileKeepsItsNonces: a nonce table in a file (--nonce-file,
@@ -155,5 +139,22 @@ func TestCrashedNodeWithANonceFileKeepsItsNonces(t *testing.T) {
 	}
 	if st, code, _ := signedCall(t, n.DataAddr()); st != 200 {
 		t.Errorf("a call signed now: %d %s, want 200 (no horizon)", st, code)
+	}
+}
+
+// inEachDataPlane runs test as a subtest for a node configured as id serving in its
+// own process and with two workers (whose nonce table the node shares), with a
+// context that bounds the subtest.
+func inEachDataPlane(t *testing.T, id string, test func(t *testing.T, ctx context.Context, cfg Config)) {
+	for _, workers := range []int{0, 2} {
+		t.Run(map[int]string{0: "in process", 2: "workers"}[workers], func(t *testing.T) {
+			cfg := testNodeConfig(t, id)
+			if workers > 0 {
+				withWorkers(workers)(&cfg)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			test(t, ctx, cfg)
+		})
 	}
 }
